@@ -1,0 +1,24 @@
+"""Softmax, its derivatives and the cross-entropy loss on every array library.
+
+Every function takes arrays of any Array-API-compatible library (NumPy,
+PyTorch, CuPy, JAX, Dask, array_api_strict) and returns arrays of the same
+library, on the same device, with the same dtype.
+"""
+
+from portable_softmax._derivatives import softmax_jacobian, softmax_jvp
+from portable_softmax._losses import cross_entropy, cross_entropy_grad, one_hot
+from portable_softmax._softmax import log_softmax, logsumexp, softmax
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "log_softmax",
+    "logsumexp",
+    "one_hot",
+    "softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+]

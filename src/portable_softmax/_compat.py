@@ -1,0 +1,177 @@
+"""Namespace plumbing: the only module that imports ``array_api_compat``.
+
+Every helper here carries the ``xp_`` prefix so that a reader of the numerical
+modules sees at once what is dispatch and dtype policy rather than math.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from array_api_compat import (
+    array_namespace,
+    device as xp_device,
+    is_array_api_obj,
+    is_array_api_strict_namespace,
+    is_cupy_namespace,
+    is_dask_namespace,
+    is_jax_namespace,
+    is_lazy_array,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
+
+__all__ = [
+    "Array",
+    "is_array_api_obj",
+    "is_array_api_strict_namespace",
+    "is_cupy_namespace",
+    "is_dask_namespace",
+    "is_jax_namespace",
+    "is_lazy_array",
+    "is_numpy_namespace",
+    "is_torch_namespace",
+    "xp_as_compute",
+    "xp_check_floating",
+    "xp_default_dtype",
+    "xp_device",
+    "xp_eager",
+    "xp_full_like_reduced",
+    "xp_inputs",
+    "xp_normalize_axes",
+    "xp_normalize_axis",
+    "xp_quiet",
+]
+
+Array = Any  # any Array-API-compatible array
+
+
+def xp_inputs(x: Any, *others: Any) -> tuple[ModuleType, Array, list[Array | None]]:
+    """Return ``(xp, x, others)`` with every input an array of one namespace.
+
+    ``x`` that is not an array (a list, a scalar) is converted with NumPy to
+    float64, as the tutorials expect.  ``others`` that are not arrays (and not
+    None) are converted with the namespace of ``x``, on its device, keeping
+    their own dtype: a list of class indices stays integer.
+    """
+    if not is_array_api_obj(x):
+        x = np.asarray(x, dtype=np.float64)
+    arrays = [x, *(o for o in others if o is not None and is_array_api_obj(o))]
+    try:
+        xp = array_namespace(*arrays)
+    except TypeError as exc:
+        kinds = sorted({f"{type(a).__module__}.{type(a).__qualname__}" for a in arrays})
+        msg = (
+            "all arrays in one call must come from the same array library; "
+            f"got {', '.join(kinds)}"
+        )
+        raise TypeError(msg) from exc
+    dev = xp_device(x)
+    converted = [
+        o if o is None or is_array_api_obj(o) else xp.asarray(o, device=dev)
+        for o in others
+    ]
+    return xp, x, converted
+
+
+def xp_check_floating(x: Array, xp: ModuleType, name: str = "x") -> None:
+    """Raise ``TypeError`` unless ``x`` has a real floating dtype."""
+    if xp.isdtype(x.dtype, "real floating"):
+        return
+    if xp.isdtype(x.dtype, "complex floating"):
+        kind = "complex"
+    elif xp.isdtype(x.dtype, "bool"):
+        kind = "boolean"
+    elif xp.isdtype(x.dtype, "integral"):
+        kind = "integer"
+    else:  # pragma: no cover - every standard dtype is one of the above
+        kind = "non-floating"
+    msg = (
+        f"{name} must have a real floating dtype, got {kind} dtype {x.dtype}; "
+        f"cast it first, e.g. xp.astype({name}, xp.float32)"
+    )
+    raise TypeError(msg)
+
+
+def xp_as_compute(x: Array, xp: ModuleType) -> Array:
+    """Return ``x`` in the dtype the math runs in: float16/bfloat16 go to float32."""
+    if xp.finfo(x.dtype).bits < 32:
+        return xp.astype(x, xp.float32)
+    return x
+
+
+def xp_default_dtype(
+    xp: ModuleType, kind: str = "real floating", device: Any = None
+) -> Any:
+    """The namespace's default dtype of ``kind`` ("real floating" or "integral")."""
+    key = {"real floating": "real floating", "integral": "integral"}[kind]
+    info = xp.__array_namespace_info__()
+    return info.default_dtypes(device=device)[key]
+
+
+def xp_normalize_axis(axis: Any, ndim: int) -> int:
+    """Check one axis against ``ndim`` and return it as a non-negative int."""
+    try:
+        ax = operator.index(axis)
+    except TypeError:
+        msg = f"axis must be an integer, got {axis!r}"
+        raise TypeError(msg) from None
+    if not -ndim <= ax < ndim:
+        msg = (
+            f"axis {ax} is out of bounds for an array with ndim {ndim}: "
+            f"it must lie in [{-ndim}, {ndim})"
+        )
+        raise ValueError(msg)
+    return ax % ndim
+
+
+def xp_normalize_axes(axis: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    """Check an axis or tuple of axes; return sorted non-negative axes."""
+    if isinstance(axis, Sequence) and not isinstance(axis, str):
+        axes = tuple(xp_normalize_axis(a, ndim) for a in axis)
+        if len(set(axes)) != len(axes):
+            msg = f"axis {tuple(axis)!r} repeats an axis"
+            raise ValueError(msg)
+        if not axes:
+            msg = "axis must name at least one axis, got an empty tuple"
+            raise ValueError(msg)
+        return tuple(sorted(axes))
+    return (xp_normalize_axis(axis, ndim),)
+
+
+def xp_eager(*arrays: Array) -> bool:
+    """True when the values of all ``arrays`` can be read now (not JAX, not Dask)."""
+    return not any(is_lazy_array(a) for a in arrays)
+
+
+def xp_full_like_reduced(
+    x: Array, axes: tuple[int, ...], value: float, xp: ModuleType, *, keepdims: bool
+) -> Array:
+    """An array filled with ``value``, shaped like ``x`` reduced over ``axes``."""
+    shape = tuple(
+        (1 if keepdims else None) if i in axes else n for i, n in enumerate(x.shape)
+    )
+    shape = tuple(n for n in shape if n is not None)
+    return xp.full(shape, value, dtype=x.dtype, device=xp_device(x))
+
+
+def xp_quiet(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``func`` with NumPy's invalid/divide warnings off.
+
+    The special values of SPEC §3 are computed on purpose through ``inf - inf``
+    and ``log(0)`` and then replaced; NumPy-backed namespaces (numpy,
+    array_api_strict) would otherwise warn about arithmetic whose result is
+    never returned.
+    """
+
+    @functools.wraps(func)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return func(*args, **kwargs)
+
+    return quiet

@@ -1,0 +1,411 @@
+"""Cross-entropy, its closed-form gradient, and one-hot encoding."""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from portable_softmax._compat import (
+    Array,
+    is_array_api_obj,
+    xp_as_compute,
+    xp_check_floating,
+    xp_default_dtype,
+    xp_device,
+    xp_eager,
+    xp_inputs,
+    xp_normalize_axis,
+    xp_quiet,
+)
+from portable_softmax._softmax import _log_softmax, _softmax
+
+__all__ = ["cross_entropy", "cross_entropy_grad", "one_hot"]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """Validated arguments of a cross-entropy call, in the compute dtype."""
+
+    xp: ModuleType
+    logits: Array  # compute dtype (float32 for half precision)
+    out_dtype: Any
+    axis: int
+    n_classes: int
+    reduction: str
+    weight: Array | None  # shape (C,), compute dtype
+    smoothing: float
+    # class-index targets
+    indices: Array | None  # clipped into [0, C), default integer dtype
+    counted: Array | None  # bool: not ignored
+    invalid: Array | None  # bool: out of range (only reachable on lazy backends)
+    # probability targets
+    probs: Array | None
+
+    def expand(self, a: Array) -> Array:
+        """Insert the class axis into a per-sample array."""
+        return self.xp.expand_dims(a, axis=self.axis)
+
+    def class_vector(self, a: Array) -> Array:
+        """Reshape a per-class vector to broadcast along the class axis."""
+        shape = [1] * self.logits.ndim
+        shape[self.axis] = self.n_classes
+        return self.xp.reshape(a, tuple(shape))
+
+
+def _problem(
+    logits: Any,
+    target: Any,
+    axis: int,
+    reduction: str,
+    weight: Any,
+    ignore_index: int | None,
+    label_smoothing: float,
+) -> _Problem:
+    xp, logits, (target, weight) = xp_inputs(logits, target, weight)
+    xp_check_floating(logits, xp, "logits")
+    if logits.ndim == 0:
+        msg = "logits must have at least one axis (the class axis); got a 0-d array"
+        raise ValueError(msg)
+    ax = xp_normalize_axis(axis, logits.ndim)
+    if reduction not in _REDUCTIONS:
+        msg = f"reduction must be one of {_REDUCTIONS}, got {reduction!r}"
+        raise ValueError(msg)
+    smoothing = float(label_smoothing)
+    if not 0.0 <= smoothing <= 1.0:
+        msg = f"label_smoothing must lie in [0, 1], got {label_smoothing!r}"
+        raise ValueError(msg)
+    n_classes = logits.shape[ax]
+    sample_shape = tuple(logits.shape[:ax]) + tuple(logits.shape[ax + 1 :])
+    out_dtype = logits.dtype
+    x = xp_as_compute(logits, xp)
+
+    if weight is not None:
+        xp_check_floating(weight, xp, "weight")
+        if tuple(weight.shape) != (n_classes,):
+            msg = (
+                f"weight must hold one value per class, shape ({n_classes},), "
+                f"got shape {tuple(weight.shape)}"
+            )
+            raise ValueError(msg)
+        weight = xp.astype(weight, x.dtype)
+
+    def shape_error() -> ValueError:
+        return ValueError(
+            f"target of shape {tuple(target.shape)} and dtype {target.dtype} "
+            f"matches neither form: class indices are integers of shape "
+            f"{sample_shape} (logits {tuple(logits.shape)} without axis {ax}), "
+            f"probabilities are floats of shape {tuple(logits.shape)}"
+        )
+
+    if xp.isdtype(target.dtype, "integral"):
+        if tuple(target.shape) != sample_shape:
+            raise shape_error()
+        idx_dtype = xp_default_dtype(xp, "integral", xp_device(x))
+        y = xp.astype(target, idx_dtype)
+        in_range = (y >= 0) & (y < n_classes)
+        if ignore_index is None:
+            counted = xp.ones_like(in_range)
+        else:
+            counted = y != operator.index(ignore_index)
+        invalid = counted & ~in_range
+        if xp_eager(y) and bool(xp.any(invalid)):
+            n_bad = int(xp.sum(xp.astype(invalid, idx_dtype)))
+            allowed = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+            msg = (
+                f"target class indices must lie in [0, {n_classes}){allowed}; "
+                f"got {int(y[invalid][0])} ({n_bad} out of range)"
+            )
+            raise ValueError(msg)
+        indices = xp.where(in_range & counted, y, 0)
+        return _Problem(
+            xp, x, out_dtype, ax, n_classes, reduction, weight, smoothing,
+            indices, counted, invalid, None,
+        )  # fmt: skip
+    if xp.isdtype(target.dtype, "real floating"):
+        if tuple(target.shape) != tuple(logits.shape):
+            raise shape_error()
+        if ignore_index is not None:
+            msg = (
+                "ignore_index applies to class-index targets only; "
+                "with probability targets give the ignored samples zero probability"
+            )
+            raise ValueError(msg)
+        probs = xp.astype(target, x.dtype)
+        return _Problem(
+            xp, x, out_dtype, ax, n_classes, reduction, weight, smoothing,
+            None, None, None, probs,
+        )  # fmt: skip
+    msg = (
+        f"target must hold integer class indices or floating probabilities, "
+        f"got dtype {target.dtype}"
+    )
+    raise TypeError(msg)
+
+
+def _gather(p: _Problem, a: Array) -> Array:
+    """``a[..., indices, ...]`` along the class axis, without a one-hot array."""
+    xp = p.xp
+    if hasattr(xp, "take_along_axis"):
+        picked = xp.take_along_axis(a, p.expand(p.indices), axis=p.axis)
+        return xp.squeeze(picked, axis=p.axis)
+    # Dask has no take_along_axis: select with a comparison, reduced at once.
+    return xp.sum(xp.where(_hits(p), a, 0.0), axis=p.axis)
+
+
+def _hits(p: _Problem) -> Array:
+    """Boolean ``class == index`` along the class axis (broadcast, lazily fused)."""
+    xp = p.xp
+    classes = xp.arange(p.n_classes, dtype=p.indices.dtype, device=xp_device(p.indices))
+    return p.expand(p.indices) == p.class_vector(classes)
+
+
+def _target_weights(p: _Problem) -> tuple[Array, Array]:
+    """Per-sample weight of the target class (0 where ignored), and the mean's divisor."""
+    xp = p.xp
+    if p.weight is None:
+        w_y = xp.astype(p.counted, p.logits.dtype)
+    else:
+        w_y = xp.reshape(xp.take(p.weight, xp.reshape(p.indices, (-1,)), axis=0), p.indices.shape)
+        w_y = xp.where(p.counted, w_y, 0.0)
+    return w_y, xp.sum(w_y)
+
+
+def _per_class_weights(p: _Problem) -> Array | float:
+    return 1.0 if p.weight is None else p.class_vector(p.weight)
+
+
+def _mean_divisor(p: _Problem) -> Array | float:
+    if p.probs is not None:
+        return float(math.prod(p.probs.shape) // p.n_classes) if p.n_classes else 0.0
+    return _target_weights(p)[1]
+
+
+def _reduce(p: _Problem, values: Array, per_sample: bool) -> Array:
+    """Apply the reduction; ``values`` are per-sample losses or gradient rows."""
+    xp = p.xp
+    if p.reduction == "none":
+        return values
+    total = xp.sum(values) if per_sample else values
+    if p.reduction == "sum":
+        return total
+    divisor = _mean_divisor(p)
+    if isinstance(divisor, float):
+        return total / divisor if divisor else total * 0.0
+    # Nothing counted (all ignored, empty, zero weights): the mean is 0, not NaN,
+    # but a NaN from an out-of-range index on a lazy backend still shows.
+    empty = divisor == 0
+    zero = xp.where(xp.isnan(total), total, 0.0)
+    return xp.where(empty, zero, total / xp.where(empty, 1.0, divisor))
+
+
+def _nan_if_invalid(p: _Problem, values: Array, per_sample: bool) -> Array:
+    """NaN for samples with an out-of-range index (lazy backends cannot raise)."""
+    if p.invalid is None or xp_eager(values):
+        return values
+    bad = p.invalid if per_sample else p.expand(p.invalid)
+    return p.xp.where(bad, math.nan, values)
+
+
+def _losses(p: _Problem) -> Array:
+    """Per-sample loss (shape of the logits without the class axis)."""
+    xp = p.xp
+    logp = _log_softmax(p.logits, (p.axis,), None, xp)
+    eps, n = p.smoothing, p.n_classes
+    w = _per_class_weights(p)
+    if p.probs is not None:
+        q = p.probs if eps == 0 else p.probs * (1 - eps) + eps / n
+        q = q * w
+        # 0 * log 0 = 0: a zero target weight hides a -inf log-probability.
+        return -xp.sum(xp.where(q == 0, 0.0, q * logp), axis=p.axis)
+    w_y, _ = _target_weights(p)
+    logp_y = _gather(p, logp)
+    loss = xp.where(w_y == 0, 0.0, -w_y * logp_y)
+    if eps > 0:
+        smooth = -xp.sum(xp.where(w == 0, 0.0, w * logp) if p.weight is not None else logp, axis=p.axis)
+        loss = (1 - eps) * loss + (eps / n) * xp.where(p.counted, smooth, 0.0)
+    return _nan_if_invalid(p, loss, per_sample=True)
+
+
+def _gradient(p: _Problem) -> Array:
+    """Gradient of the summed per-sample losses with respect to the logits."""
+    xp = p.xp
+    s = _softmax(p.logits, (p.axis,), None, xp)
+    eps, n = p.smoothing, p.n_classes
+    w = _per_class_weights(p)
+    if p.probs is not None:
+        q = p.probs if eps == 0 else p.probs * (1 - eps) + eps / n
+        q = q * w
+        return s * xp.sum(q, axis=p.axis, keepdims=True) - q
+    # q = (1 - eps) w_y onehot(y) + (eps / n) w, and the gradient is s * sum(q) - q.
+    w_y, _ = _target_weights(p)
+    w_sum = float(n) if p.weight is None else xp.sum(p.weight)
+    scale = (1 - eps) * w_y + (eps / n) * w_sum * xp.astype(p.counted, s.dtype)
+    grad = s * p.expand(scale) - xp.where(_hits(p), p.expand((1 - eps) * w_y), 0.0)
+    if eps > 0:
+        grad = grad - xp.where(p.expand(p.counted), (eps / n) * w, 0.0)
+    return _nan_if_invalid(p, grad, per_sample=False)
+
+
+@xp_quiet
+def cross_entropy(
+    logits: Array,
+    target: Array,
+    /,
+    axis: int = -1,
+    *,
+    reduction: str = "mean",
+    weight: Array | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+) -> Array:
+    """Cross-entropy between ``softmax(logits)`` and a target, as in PyTorch.
+
+    Means exactly what ``torch.nn.functional.cross_entropy`` means, with the
+    class axis at ``axis`` instead of 1.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised scores, real floating, classes along ``axis``.
+    target : array_like
+        Either integer class indices (any integer dtype) shaped like
+        ``logits`` without ``axis``, or class probabilities shaped like
+        ``logits``.
+    axis : int, optional
+        The class axis. Default: the last axis.
+    reduction : {"mean", "sum", "none"}, optional
+        ``"mean"`` divides by the summed weights of the counted targets
+        (class indices) or by the number of samples (probabilities).
+    weight : array, optional
+        One rescaling weight per class.
+    ignore_index : int, optional
+        A class-index value whose samples contribute neither loss nor
+        gradient, nor count in the mean.  Class-index targets only.
+    label_smoothing : float in [0, 1], optional
+        Mixes the target with the uniform distribution over the classes.
+
+    Returns
+    -------
+    array
+        A 0-d array for ``"mean"`` and ``"sum"``; for ``"none"`` one loss per
+        sample.  Same library, device and dtype as ``logits``.
+
+    Raises
+    ------
+    ValueError
+        A target of neither form, an unknown reduction, ``label_smoothing``
+        outside ``[0, 1]``, ``weight`` not of length C, ``ignore_index`` with
+        probability targets, or (NumPy, PyTorch, CuPy, array_api_strict) a
+        class index outside ``[0, C)``.  JAX and Dask cannot raise from
+        values: there such a sample's loss is NaN.
+
+    Notes
+    -----
+    Where nothing is counted (an empty batch, every target ignored, or zero
+    summed weight), ``"mean"`` gives 0 rather than NaN.  A target probability
+    of 0 contributes 0 even where the log-probability is ``-inf``.
+
+    Examples
+    --------
+    >>> import portable_softmax as ps
+    >>> round(float(ps.cross_entropy([[2.0, 3.0, 4.0]], [1])), 4)
+    1.4076
+    """
+    p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
+    return p.xp.astype(_reduce(p, _losses(p), per_sample=True), p.out_dtype)
+
+
+@xp_quiet
+def cross_entropy_grad(
+    logits: Array,
+    target: Array,
+    /,
+    axis: int = -1,
+    *,
+    reduction: str = "mean",
+    weight: Array | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+) -> Array:
+    """Exact gradient of :func:`cross_entropy` with respect to ``logits``.
+
+    With one-hot targets this is ``softmax(logits) - y``, divided by the
+    mean's divisor for ``reduction="mean"``.  For ``reduction="none"`` it is
+    the gradient of the summed loss.  Class-index targets never build a
+    one-hot array.  Arguments as in :func:`cross_entropy`.
+
+    Returns
+    -------
+    array
+        Shape, library, device and dtype of ``logits``.
+
+    Examples
+    --------
+    >>> import portable_softmax as ps
+    >>> ps.cross_entropy_grad([[2.0, 3.0, 4.0]], [1]).round(4)
+    array([[ 0.09  , -0.7553,  0.6652]])
+    """
+    p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
+    grad = _gradient(p) if math.prod(p.logits.shape) else p.logits
+    if p.reduction == "mean":
+        grad = _reduce(p, grad, per_sample=False)
+    return p.xp.astype(grad, p.out_dtype)
+
+
+@xp_quiet
+def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None) -> Array:
+    """One-hot encode integer ``labels``.
+
+    Parameters
+    ----------
+    labels : array_like
+        Integer class labels of any Array API library (a list is read with
+        NumPy).
+    num_classes : int
+        Number of classes ``C`` (at least 1).
+    dtype : dtype, optional
+        Output dtype; default the namespace's default floating dtype.
+
+    Returns
+    -------
+    array
+        Shape ``labels.shape + (num_classes,)``, on the device of ``labels``.
+
+    Raises
+    ------
+    ValueError
+        On eager backends, for a label outside ``[0, num_classes)``.  JAX
+        and Dask cannot raise from values: there such a row is all zeros,
+        as in ``jax.nn.one_hot``.
+
+    Examples
+    --------
+    >>> import portable_softmax as ps
+    >>> ps.one_hot([0, 2], 3)
+    array([[1., 0., 0.],
+           [0., 0., 1.]])
+    """
+    if not is_array_api_obj(labels):
+        labels = np.asarray(labels)
+    xp, labels, _ = xp_inputs(labels)
+    if not xp.isdtype(labels.dtype, "integral"):
+        msg = f"labels must have an integer dtype, got {labels.dtype}"
+        raise TypeError(msg)
+    n = operator.index(num_classes)
+    if n < 1:
+        msg = f"num_classes must be at least 1, got {num_classes}"
+        raise ValueError(msg)
+    if xp_eager(labels) and bool(xp.any((labels < 0) | (labels >= n))):
+        msg = f"labels must lie in [0, {n}) for num_classes={n}"
+        raise ValueError(msg)
+    dev = xp_device(labels)
+    dtype = xp_default_dtype(xp, "real floating", dev) if dtype is None else dtype
+    classes = xp.arange(n, dtype=labels.dtype, device=dev)
+    return xp.astype(xp.expand_dims(labels, axis=-1) == classes, dtype)
