@@ -6,7 +6,12 @@ library, on the same device, with the same dtype.
 """
 
 from portable_softmax._derivatives import softmax_jacobian, softmax_jvp
-from portable_softmax._losses import cross_entropy, cross_entropy_grad, one_hot
+from portable_softmax._losses import (
+    cross_entropy,
+    cross_entropy_grad,
+    cross_entropy_with_grad,
+    one_hot,
+)
 from portable_softmax._softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
@@ -15,6 +20,7 @@ __all__ = [
     "__version__",
     "cross_entropy",
     "cross_entropy_grad",
+    "cross_entropy_with_grad",
     "log_softmax",
     "logsumexp",
     "one_hot",

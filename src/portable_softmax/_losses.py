@@ -24,7 +24,7 @@ from portable_softmax._compat import (
 )
 from portable_softmax._softmax import _log_softmax, _softmax
 
-__all__ = ["cross_entropy", "cross_entropy_grad", "one_hot"]
+__all__ = ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad", "one_hot"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -213,10 +213,11 @@ def _nan_if_invalid(p: _Problem, values: Array, per_sample: bool) -> Array:
     return p.xp.where(bad, math.nan, values)
 
 
-def _losses(p: _Problem) -> Array:
+def _losses(p: _Problem, logp: Array | None = None) -> Array:
     """Per-sample loss (shape of the logits without the class axis)."""
     xp = p.xp
-    logp = _log_softmax(p.logits, (p.axis,), None, xp)
+    if logp is None:
+        logp = _log_softmax(p.logits, (p.axis,), None, xp)
     eps, n = p.smoothing, p.n_classes
     w = _per_class_weights(p)
     if p.probs is not None:
@@ -233,10 +234,11 @@ def _losses(p: _Problem) -> Array:
     return _nan_if_invalid(p, loss, per_sample=True)
 
 
-def _gradient(p: _Problem) -> Array:
+def _gradient(p: _Problem, s: Array | None = None) -> Array:
     """Gradient of the summed per-sample losses with respect to the logits."""
     xp = p.xp
-    s = _softmax(p.logits, (p.axis,), None, xp)
+    if s is None:
+        s = _softmax(p.logits, (p.axis,), None, xp)
     eps, n = p.smoothing, p.n_classes
     w = _per_class_weights(p)
     if p.probs is not None:
@@ -357,6 +359,49 @@ def cross_entropy_grad(
     if p.reduction == "mean":
         grad = _reduce(p, grad, per_sample=False)
     return p.xp.astype(grad, p.out_dtype)
+
+
+@xp_quiet
+def cross_entropy_with_grad(
+    logits: Array,
+    target: Array,
+    /,
+    axis: int = -1,
+    *,
+    reduction: str = "mean",
+    weight: Array | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[Array, Array]:
+    """:func:`cross_entropy` and :func:`cross_entropy_grad` from one softmax.
+
+    What a training step needs: the loss to report and the gradient to
+    descend, validated and normalised once.  Arguments as in
+    :func:`cross_entropy`.
+
+    Returns
+    -------
+    (array, array)
+        ``(cross_entropy(...), cross_entropy_grad(...))`` with the same
+        arguments.
+
+    Examples
+    --------
+    >>> import portable_softmax as ps
+    >>> loss, grad = ps.cross_entropy_with_grad([[2.0, 3.0, 4.0]], [1])
+    >>> round(float(loss), 4), grad.round(4)
+    (1.4076, array([[ 0.09  , -0.7553,  0.6652]]))
+    """
+    p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
+    if not math.prod(p.logits.shape):
+        loss = _reduce(p, _losses(p), per_sample=True)
+        return p.xp.astype(loss, p.out_dtype), p.xp.astype(p.logits, p.out_dtype)
+    logp = _log_softmax(p.logits, (p.axis,), None, p.xp)
+    loss = _reduce(p, _losses(p, logp), per_sample=True)
+    grad = _gradient(p, p.xp.exp(logp))
+    if p.reduction == "mean":
+        grad = _reduce(p, grad, per_sample=False)
+    return p.xp.astype(loss, p.out_dtype), p.xp.astype(grad, p.out_dtype)
 
 
 @xp_quiet
