@@ -12,6 +12,7 @@ from portable_softmax._losses import (
     cross_entropy_with_grad,
     one_hot,
 )
+from portable_softmax._native import native_kernels
 from portable_softmax._softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __all__ = [
     "cross_entropy_with_grad",
     "log_softmax",
     "logsumexp",
+    "native_kernels",
     "one_hot",
     "softmax",
     "softmax_jacobian",

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from array_api_compat import (
     array_namespace,
-    device as xp_device,
     is_array_api_obj,
     is_array_api_strict_namespace,
     is_cupy_namespace,
@@ -24,6 +23,9 @@ from array_api_compat import (
     is_lazy_array,
     is_numpy_namespace,
     is_torch_namespace,
+)
+from array_api_compat import (
+    device as xp_device,
 )
 
 __all__ = [
@@ -50,6 +52,8 @@ __all__ = [
 
 Array = Any  # any Array-API-compatible array
 
+_NUMPY = array_namespace(np.empty(0))
+
 
 def xp_inputs(x: Any, *others: Any) -> tuple[ModuleType, Array, list[Array | None]]:
     """Return ``(xp, x, others)`` with every input an array of one namespace.
@@ -61,20 +65,22 @@ def xp_inputs(x: Any, *others: Any) -> tuple[ModuleType, Array, list[Array | Non
     """
     if not is_array_api_obj(x):
         x = np.asarray(x, dtype=np.float64)
+    if type(x) is np.ndarray and all(o is None or type(o) is np.ndarray for o in others):
+        # The commonest call pays no namespace search: it costs as much as a
+        # small softmax.
+        return _NUMPY, x, list(others)
     arrays = [x, *(o for o in others if o is not None and is_array_api_obj(o))]
     try:
         xp = array_namespace(*arrays)
     except TypeError as exc:
         kinds = sorted({f"{type(a).__module__}.{type(a).__qualname__}" for a in arrays})
         msg = (
-            "all arrays in one call must come from the same array library; "
-            f"got {', '.join(kinds)}"
+            f"all arrays in one call must come from the same array library; got {', '.join(kinds)}"
         )
         raise TypeError(msg) from exc
     dev = xp_device(x)
     converted = [
-        o if o is None or is_array_api_obj(o) else xp.asarray(o, device=dev)
-        for o in others
+        o if o is None or is_array_api_obj(o) else xp.asarray(o, device=dev) for o in others
     ]
     return xp, x, converted
 
@@ -101,13 +107,11 @@ def xp_check_floating(x: Array, xp: ModuleType, name: str = "x") -> None:
 def xp_as_compute(x: Array, xp: ModuleType) -> Array:
     """Return ``x`` in the dtype the math runs in: float16/bfloat16 go to float32."""
     if xp.finfo(x.dtype).bits < 32:
-        return xp.astype(x, xp.float32)
+        return xp.astype(x, xp.float32, copy=False)
     return x
 
 
-def xp_default_dtype(
-    xp: ModuleType, kind: str = "real floating", device: Any = None
-) -> Any:
+def xp_default_dtype(xp: ModuleType, kind: str = "real floating", device: Any = None) -> Any:
     """The namespace's default dtype of ``kind`` ("real floating" or "integral")."""
     key = {"real floating": "real floating", "integral": "integral"}[kind]
     info = xp.__array_namespace_info__()
@@ -153,9 +157,7 @@ def xp_full_like_reduced(
     x: Array, axes: tuple[int, ...], value: float, xp: ModuleType, *, keepdims: bool
 ) -> Array:
     """An array filled with ``value``, shaped like ``x`` reduced over ``axes``."""
-    shape = tuple(
-        (1 if keepdims else None) if i in axes else n for i, n in enumerate(x.shape)
-    )
+    shape = tuple((1 if keepdims else None) if i in axes else n for i, n in enumerate(x.shape))
     shape = tuple(n for n in shape if n is not None)
     return xp.full(shape, value, dtype=x.dtype, device=xp_device(x))
 

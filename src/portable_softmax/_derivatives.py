@@ -56,7 +56,7 @@ def softmax_jacobian(x: Array, /, axis: int = -1) -> Array:
     s = xp.moveaxis(s, ax, -1)
     eye = xp.eye(s.shape[-1], dtype=s.dtype, device=xp_device(s))
     jac = xp.expand_dims(s, axis=-1) * (eye - xp.expand_dims(s, axis=-2))
-    return xp.astype(jac, out_dtype)
+    return xp.astype(jac, out_dtype, copy=False)
 
 
 @xp_quiet
@@ -94,9 +94,9 @@ def softmax_jvp(x: Array, v: Array, /, axis: Axis = -1) -> Array:
     xp_check_floating(v, xp, "v")
     axes = xp_normalize_axes(axis, x.ndim)
     out_dtype = xp.result_type(x.dtype, v.dtype) if v_is_array else x.dtype
-    x = xp_as_compute(xp.astype(x, out_dtype), xp)
+    x = xp_as_compute(xp.astype(x, out_dtype, copy=False), xp)
     try:
-        v = xp.broadcast_to(xp.astype(v, x.dtype), x.shape)
+        v = xp.broadcast_to(xp.astype(v, x.dtype, copy=False), x.shape)
     except (ValueError, RuntimeError) as exc:
         msg = f"v of shape {tuple(v.shape)} does not broadcast to x of shape {tuple(x.shape)}"
         raise ValueError(msg) from exc
@@ -104,4 +104,4 @@ def softmax_jvp(x: Array, v: Array, /, axis: Axis = -1) -> Array:
         return xp.astype(v, out_dtype)
     s = _softmax(x, axes, None, xp)
     sv = s * v
-    return xp.astype(sv - s * xp.sum(sv, axis=axes, keepdims=True), out_dtype)
+    return xp.astype(sv - s * xp.sum(sv, axis=axes, keepdims=True), out_dtype, copy=False)

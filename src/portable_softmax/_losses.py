@@ -94,7 +94,7 @@ def _problem(
                 f"got shape {tuple(weight.shape)}"
             )
             raise ValueError(msg)
-        weight = xp.astype(weight, x.dtype)
+        weight = xp.astype(weight, x.dtype, copy=False)
 
     def shape_error() -> ValueError:
         return ValueError(
@@ -108,7 +108,7 @@ def _problem(
         if tuple(target.shape) != sample_shape:
             raise shape_error()
         idx_dtype = xp_default_dtype(xp, "integral", xp_device(x))
-        y = xp.astype(target, idx_dtype)
+        y = xp.astype(target, idx_dtype, copy=False)
         in_range = (y >= 0) & (y < n_classes)
         if ignore_index is None:
             counted = xp.ones_like(in_range)
@@ -116,7 +116,7 @@ def _problem(
             counted = y != operator.index(ignore_index)
         invalid = counted & ~in_range
         if xp_eager(y) and bool(xp.any(invalid)):
-            n_bad = int(xp.sum(xp.astype(invalid, idx_dtype)))
+            n_bad = int(xp.sum(xp.astype(invalid, idx_dtype, copy=False)))
             allowed = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
             msg = (
                 f"target class indices must lie in [0, {n_classes}){allowed}; "
@@ -137,7 +137,7 @@ def _problem(
                 "with probability targets give the ignored samples zero probability"
             )
             raise ValueError(msg)
-        probs = xp.astype(target, x.dtype)
+        probs = xp.astype(target, x.dtype, copy=False)
         return _Problem(
             xp, x, out_dtype, ax, n_classes, reduction, weight, smoothing,
             None, None, None, probs,
@@ -170,7 +170,7 @@ def _target_weights(p: _Problem) -> tuple[Array, Array]:
     """Per-sample weight of the target class (0 where ignored), and the mean's divisor."""
     xp = p.xp
     if p.weight is None:
-        w_y = xp.astype(p.counted, p.logits.dtype)
+        w_y = xp.astype(p.counted, p.logits.dtype, copy=False)
     else:
         w_y = xp.reshape(xp.take(p.weight, xp.reshape(p.indices, (-1,)), axis=0), p.indices.shape)
         w_y = xp.where(p.counted, w_y, 0.0)
@@ -229,7 +229,9 @@ def _losses(p: _Problem, logp: Array | None = None) -> Array:
     logp_y = _gather(p, logp)
     loss = xp.where(w_y == 0, 0.0, -w_y * logp_y)
     if eps > 0:
-        smooth = -xp.sum(xp.where(w == 0, 0.0, w * logp) if p.weight is not None else logp, axis=p.axis)
+        smooth = -xp.sum(
+            xp.where(w == 0, 0.0, w * logp) if p.weight is not None else logp, axis=p.axis
+        )
         loss = (1 - eps) * loss + (eps / n) * xp.where(p.counted, smooth, 0.0)
     return _nan_if_invalid(p, loss, per_sample=True)
 
@@ -248,7 +250,7 @@ def _gradient(p: _Problem, s: Array | None = None) -> Array:
     # q = (1 - eps) w_y onehot(y) + (eps / n) w, and the gradient is s * sum(q) - q.
     w_y, _ = _target_weights(p)
     w_sum = float(n) if p.weight is None else xp.sum(p.weight)
-    scale = (1 - eps) * w_y + (eps / n) * w_sum * xp.astype(p.counted, s.dtype)
+    scale = (1 - eps) * w_y + (eps / n) * w_sum * xp.astype(p.counted, s.dtype, copy=False)
     grad = s * p.expand(scale) - xp.where(_hits(p), p.expand((1 - eps) * w_y), 0.0)
     if eps > 0:
         grad = grad - xp.where(p.expand(p.counted), (eps / n) * w, 0.0)
@@ -321,7 +323,7 @@ def cross_entropy(
     1.4076
     """
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
-    return p.xp.astype(_reduce(p, _losses(p), per_sample=True), p.out_dtype)
+    return p.xp.astype(_reduce(p, _losses(p), per_sample=True), p.out_dtype, copy=False)
 
 
 @xp_quiet
@@ -358,7 +360,7 @@ def cross_entropy_grad(
     grad = _gradient(p) if math.prod(p.logits.shape) else p.logits
     if p.reduction == "mean":
         grad = _reduce(p, grad, per_sample=False)
-    return p.xp.astype(grad, p.out_dtype)
+    return p.xp.astype(grad, p.out_dtype, copy=False)
 
 
 @xp_quiet
@@ -395,13 +397,15 @@ def cross_entropy_with_grad(
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
     if not math.prod(p.logits.shape):
         loss = _reduce(p, _losses(p), per_sample=True)
-        return p.xp.astype(loss, p.out_dtype), p.xp.astype(p.logits, p.out_dtype)
+        return p.xp.astype(loss, p.out_dtype, copy=False), p.xp.astype(
+            p.logits, p.out_dtype, copy=False
+        )
     logp = _log_softmax(p.logits, (p.axis,), None, p.xp)
     loss = _reduce(p, _losses(p, logp), per_sample=True)
     grad = _gradient(p, p.xp.exp(logp))
     if p.reduction == "mean":
         grad = _reduce(p, grad, per_sample=False)
-    return p.xp.astype(loss, p.out_dtype), p.xp.astype(grad, p.out_dtype)
+    return p.xp.astype(loss, p.out_dtype, copy=False), p.xp.astype(grad, p.out_dtype, copy=False)
 
 
 @xp_quiet
@@ -453,4 +457,4 @@ def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None) -> Array:
     dev = xp_device(labels)
     dtype = xp_default_dtype(xp, "real floating", dev) if dtype is None else dtype
     classes = xp.arange(n, dtype=labels.dtype, device=dev)
-    return xp.astype(xp.expand_dims(labels, axis=-1) == classes, dtype)
+    return xp.astype(xp.expand_dims(labels, axis=-1) == classes, dtype, copy=False)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from types import ModuleType
 
+from portable_softmax import _native
 from portable_softmax._compat import (
     Array,
     xp_as_compute,
@@ -50,9 +51,7 @@ def _is_empty(x: Array, axes: tuple[int, ...]) -> bool:
     return any(x.shape[a] == 0 for a in axes)
 
 
-def xp_shift(
-    x: Array, axes: tuple[int, ...], xp: ModuleType
-) -> tuple[Array, Array, Array]:
+def xp_shift(x: Array, axes: tuple[int, ...], xp: ModuleType) -> tuple[Array, Array, Array]:
     """Return ``(x - max, max, m0)`` with the special values of SPEC §3 built in.
 
     ``m0`` is the row maximum (keepdims), except that a row of ``-inf`` is shifted by 0
@@ -81,7 +80,7 @@ def xp_log_normalizer(
     ``shifted - log_z`` stays ``-inf`` there; NaN rows stay NaN.
     """
     is_top = x == m0
-    n_top = xp.sum(xp.astype(is_top, shifted.dtype), axis=axes, keepdims=True)
+    n_top = xp.sum(xp.astype(is_top, shifted.dtype, copy=False), axis=axes, keepdims=True)
     rest = xp.sum(xp.where(is_top, 0.0, xp.exp(shifted)), axis=axes, keepdims=True)
     return xp.log1p(xp.where(n_top == 0, 0.0, rest + (n_top - 1)))
 
@@ -97,9 +96,7 @@ def _softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleTyp
     return s if where is None else xp.where(where, s, 0.0)
 
 
-def _log_softmax(
-    x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType
-) -> Array:
+def _log_softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array:
     if where is not None:
         x = xp.where(where, x, -math.inf)
     shifted, _, m0 = xp_shift(x, axes, xp)
@@ -150,7 +147,9 @@ def softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> Arra
     x, axes, where = _prepare(x, axis, where, xp)
     if _is_empty(x, axes):
         return xp.astype(x, out_dtype)
-    return xp.astype(_softmax(x, axes, where, xp), out_dtype)
+    if (fast := _native.softmax(x, axes, where, xp)) is not None:
+        return xp.astype(fast, out_dtype, copy=False)
+    return xp.astype(_softmax(x, axes, where, xp), out_dtype, copy=False)
 
 
 @xp_quiet
@@ -187,7 +186,9 @@ def log_softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> 
     x, axes, where = _prepare(x, axis, where, xp)
     if _is_empty(x, axes):
         return xp.astype(x, out_dtype)
-    return xp.astype(_log_softmax(x, axes, where, xp), out_dtype)
+    if (fast := _native.log_softmax(x, axes, where, xp)) is not None:
+        return xp.astype(fast, out_dtype, copy=False)
+    return xp.astype(_log_softmax(x, axes, where, xp), out_dtype, copy=False)
 
 
 @xp_quiet
@@ -243,23 +244,26 @@ def logsumexp(
         if xp.isdtype(b.dtype, "complex floating"):
             xp_check_floating(b, xp, "b")
         if xp.isdtype(b.dtype, "real floating"):
-            x = xp.astype(x, xp.result_type(x.dtype, b.dtype))
+            x = xp.astype(x, xp.result_type(x.dtype, b.dtype), copy=False)
     out_dtype = x.dtype
     x, axes, where = _prepare(x, axis, where, xp)
     if where is not None:
         x = xp.where(where, x, -math.inf)
     if b is not None:
-        b = xp.astype(_broadcast_to(b, x, "b", xp), x.dtype)
+        b = xp.astype(_broadcast_to(b, x, "b", xp), x.dtype, copy=False)
         # A zero weight hides its entry, whatever x holds there (inf, NaN).
         x = xp.where(b == 0, -math.inf, x)
 
+    sign = None
     if _is_empty(x, axes):
         value = xp_full_like_reduced(x, axes, -math.inf, xp, keepdims=True)
-        sign = xp.zeros_like(value)
     elif b is None:
-        shifted, m, m0 = xp_shift(x, axes, xp)
-        value = m + xp_log_normalizer(x, shifted, m0, axes, xp)
-        sign = xp.where(value == -math.inf, 0.0, xp.where(xp.isnan(value), value, 1.0))
+        # x is already masked, so the fast path needs no `where`.
+        if (fast := _native.logsumexp(x, axes, None, xp)) is not None:
+            value = fast
+        else:
+            shifted, m, m0 = xp_shift(x, axes, xp)
+            value = m + xp_log_normalizer(x, shifted, m0, axes, xp)
     else:
         shifted, m, _ = xp_shift(x, axes, xp)
         total = xp.sum(b * xp.exp(shifted), axis=axes, keepdims=True)
@@ -269,6 +273,11 @@ def logsumexp(
             value = xp.where(total < 0, math.nan, value)
     if not keepdims:
         value = xp.squeeze(value, axis=axes)
+    value = xp.astype(value, out_dtype, copy=False)
+    if not return_sign:
+        return value
+    if sign is None:
+        sign = xp.where(value == -math.inf, 0.0, xp.where(xp.isnan(value), value, 1.0))
+    elif not keepdims:
         sign = xp.squeeze(sign, axis=axes)
-    value = xp.astype(value, out_dtype)
-    return (value, xp.astype(sign, out_dtype)) if return_sign else value
+    return value, xp.astype(sign, out_dtype, copy=False)

@@ -1,0 +1,88 @@
+"""The fast paths agree with the generic Array API path, special values included."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import portable_softmax as ps
+from portable_softmax import _native, log_softmax, logsumexp, native_kernels, softmax
+from support import to_numpy
+
+INF, NAN = math.inf, math.nan
+
+SPECIAL_ROWS = [
+    [1.0, NAN, 2.0],
+    [INF, 1.0, 2.0],
+    [INF, INF, 1.0],
+    [-INF, -INF, -INF],
+    [-INF, 0.0, 1.0],
+    [1e30, -1e30, 0.0],
+]
+
+
+def _inputs(xp, dtype):
+    rng = np.random.default_rng(7)
+    yield xp.asarray(rng.normal(size=(6, 9)) * 5, dtype=dtype), -1
+    yield xp.asarray(rng.normal(size=(4, 5, 3)), dtype=dtype), 1
+    yield xp.asarray(rng.normal(size=(4, 5, 3)), dtype=dtype), (0, 2)
+    yield xp.asarray(rng.normal(size=(700, 600)), dtype=dtype), -1  # blocked, threaded
+    yield xp.asarray(np.asarray(SPECIAL_ROWS), dtype=dtype), -1
+    yield xp.asarray(np.asarray(SPECIAL_ROWS).T.copy(), dtype=dtype), 0
+
+
+@pytest.mark.parametrize("func", [softmax, log_softmax, logsumexp])
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_native_agrees_with_generic(xp, library, func, dtype_name):
+    dtype = getattr(xp, dtype_name)
+    rtol = 1e-5 if dtype_name == "float32" else 1e-13
+    for x, axis in _inputs(xp, dtype):
+        fast = func(x, axis=axis)
+        with native_kernels(False):
+            generic = func(x, axis=axis)
+        assert fast.dtype == generic.dtype == dtype
+        assert tuple(fast.shape) == tuple(generic.shape)
+        np.testing.assert_allclose(
+            to_numpy(fast), to_numpy(generic), rtol=rtol, atol=rtol * 1e-3, equal_nan=True
+        )
+
+
+def test_native_path_is_taken_on_numpy_and_torch():
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    assert _native.softmax(x, (1,), None, ps._compat.xp_inputs(x)[0]) is not None
+    torch = pytest.importorskip("torch")
+    t = torch.asarray(x)
+    xp = ps._compat.xp_inputs(t)[0]
+    assert _native.log_softmax(t, (1,), None, xp) is not None
+    with native_kernels(False):
+        assert _native.softmax(x, (1,), None, ps._compat.xp_inputs(x)[0]) is None
+
+
+def test_native_hands_special_rows_back():
+    x = np.asarray([[INF, 1.0], [0.0, 1.0]])
+    xp = ps._compat.xp_inputs(x)[0]
+    with np.errstate(invalid="ignore"):
+        assert _native.softmax(x, (1,), None, xp) is None
+    np.testing.assert_array_equal(softmax(x)[0], [1.0, 0.0])
+
+
+def test_torch_long_float32_rows_stay_accurate():
+    torch = pytest.importorskip("torch")
+    n = 200_000  # past the row length where torch's float32 sum drifts
+    x = torch.asarray(np.random.default_rng(3).normal(size=n) * 3, dtype=torch.float32)
+    exact = torch.softmax(x.double(), 0)
+    got = softmax(x).double()
+    assert got.dtype == torch.float64 or softmax(x).dtype == torch.float32
+    rel = ((got - exact).abs() / exact).max().item()
+    assert rel < 2e-6
+    assert abs(got.sum().item() - 1.0) < 1e-5
+
+
+def test_native_kernels_restores_state():
+    with native_kernels(False):
+        with native_kernels(True):
+            assert _native._ENABLED.get()
+        assert not _native._ENABLED.get()
+    assert _native._ENABLED.get()
