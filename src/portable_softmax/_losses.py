@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from portable_softmax import _native
 from portable_softmax._compat import (
     Array,
     is_array_api_obj,
@@ -47,6 +48,12 @@ class _Problem:
     invalid: Array | None  # bool: out of range (only reachable on lazy backends)
     # probability targets
     probs: Array | None
+
+    def finish(self, a: Array) -> Array:
+        """The result in the caller's dtype; NumPy's reductions give scalars, made 0-d arrays."""
+        if isinstance(a, np.generic):
+            a = np.asarray(a)
+        return self.xp.astype(a, self.out_dtype, copy=False)
 
     def expand(self, a: Array) -> Array:
         """Insert the class axis into a per-sample array."""
@@ -216,8 +223,11 @@ def _nan_if_invalid(p: _Problem, values: Array, per_sample: bool) -> Array:
 def _losses(p: _Problem, logp: Array | None = None) -> Array:
     """Per-sample loss (shape of the logits without the class axis)."""
     xp = p.xp
+    if not math.prod(p.logits.shape):
+        shape = tuple(n for i, n in enumerate(p.logits.shape) if i != p.axis)
+        return xp.zeros(shape, dtype=p.logits.dtype, device=xp_device(p.logits))
     if logp is None:
-        logp = _log_softmax(p.logits, (p.axis,), None, xp)
+        logp = _log_probs(p)
     eps, n = p.smoothing, p.n_classes
     w = _per_class_weights(p)
     if p.probs is not None:
@@ -236,24 +246,55 @@ def _losses(p: _Problem, logp: Array | None = None) -> Array:
     return _nan_if_invalid(p, loss, per_sample=True)
 
 
+def _log_probs(p: _Problem) -> Array:
+    fast = _native.log_softmax(p.logits, (p.axis,), None, p.xp)
+    return _log_softmax(p.logits, (p.axis,), None, p.xp) if fast is None else fast
+
+
+def _mean_factor(p: _Problem) -> Array | float:
+    """What the gradient of the summed loss is multiplied by for the reduction."""
+    if p.reduction != "mean":
+        return 1.0
+    divisor = _mean_divisor(p)
+    if isinstance(divisor, float):
+        return 1.0 / divisor if divisor else 0.0
+    # Nothing counted: the mean is 0, so is its gradient.
+    empty = divisor == 0
+    return p.xp.where(empty, 0.0, 1.0 / p.xp.where(empty, 1.0, divisor))
+
+
 def _gradient(p: _Problem, s: Array | None = None) -> Array:
-    """Gradient of the summed per-sample losses with respect to the logits."""
+    """Gradient of the reduced loss with respect to the logits (compute dtype)."""
     xp = p.xp
+    if s is None:
+        s = _native.softmax(p.logits, (p.axis,), None, xp)
     if s is None:
         s = _softmax(p.logits, (p.axis,), None, xp)
     eps, n = p.smoothing, p.n_classes
     w = _per_class_weights(p)
+    factor = _mean_factor(p)
     if p.probs is not None:
         q = p.probs if eps == 0 else p.probs * (1 - eps) + eps / n
         q = q * w
-        return s * xp.sum(q, axis=p.axis, keepdims=True) - q
+        return (s * xp.sum(q, axis=p.axis, keepdims=True) - q) * factor
     # q = (1 - eps) w_y onehot(y) + (eps / n) w, and the gradient is s * sum(q) - q.
     w_y, _ = _target_weights(p)
     w_sum = float(n) if p.weight is None else xp.sum(p.weight)
-    scale = (1 - eps) * w_y + (eps / n) * w_sum * xp.astype(p.counted, s.dtype, copy=False)
-    grad = s * p.expand(scale) - xp.where(_hits(p), p.expand((1 - eps) * w_y), 0.0)
+    counted = xp.astype(p.counted, s.dtype, copy=False)
+    scale = ((1 - eps) * w_y + (eps / n) * w_sum * counted) * factor
+    target_part = (1 - eps) * w_y * factor
+    if _native.writable(s):
+        # The probabilities are ours: turn them into the gradient in place,
+        # with no logits-sized temporary.
+        s *= p.expand(scale)
+        _native.add_at(s, p.expand(p.indices), p.expand(-target_part), p.axis)
+        if eps > 0:
+            s -= ((eps / n) * factor) * w
+            s *= p.expand(counted)
+        return s
+    grad = s * p.expand(scale) - xp.where(_hits(p), p.expand(target_part), 0.0)
     if eps > 0:
-        grad = grad - xp.where(p.expand(p.counted), (eps / n) * w, 0.0)
+        grad = grad - xp.where(p.expand(p.counted), ((eps / n) * factor) * w, 0.0)
     return _nan_if_invalid(p, grad, per_sample=False)
 
 
@@ -323,7 +364,7 @@ def cross_entropy(
     1.4076
     """
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
-    return p.xp.astype(_reduce(p, _losses(p), per_sample=True), p.out_dtype, copy=False)
+    return p.finish(_reduce(p, _losses(p), per_sample=True))
 
 
 @xp_quiet
@@ -357,10 +398,8 @@ def cross_entropy_grad(
     array([[ 0.09  , -0.7553,  0.6652]])
     """
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
-    grad = _gradient(p) if math.prod(p.logits.shape) else p.logits
-    if p.reduction == "mean":
-        grad = _reduce(p, grad, per_sample=False)
-    return p.xp.astype(grad, p.out_dtype, copy=False)
+    grad = _gradient(p) if math.prod(p.logits.shape) else p.xp.zeros_like(p.logits)
+    return p.finish(grad)
 
 
 @xp_quiet
@@ -397,15 +436,12 @@ def cross_entropy_with_grad(
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
     if not math.prod(p.logits.shape):
         loss = _reduce(p, _losses(p), per_sample=True)
-        return p.xp.astype(loss, p.out_dtype, copy=False), p.xp.astype(
-            p.logits, p.out_dtype, copy=False
-        )
-    logp = _log_softmax(p.logits, (p.axis,), None, p.xp)
-    loss = _reduce(p, _losses(p, logp), per_sample=True)
-    grad = _gradient(p, p.xp.exp(logp))
-    if p.reduction == "mean":
-        grad = _reduce(p, grad, per_sample=False)
-    return p.xp.astype(loss, p.out_dtype, copy=False), p.xp.astype(grad, p.out_dtype, copy=False)
+        grad = p.xp.zeros_like(p.logits)
+    else:
+        logp = _log_probs(p)
+        loss = _reduce(p, _losses(p, logp), per_sample=True)
+        grad = _gradient(p, p.xp.exp(logp))
+    return p.finish(loss), p.finish(grad)
 
 
 @xp_quiet

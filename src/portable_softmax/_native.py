@@ -197,6 +197,25 @@ def _torch_call(fn: Any, x: Any, dim: int) -> Any | None:
     return None if _torch_has_nan_rows(out, dim) else out
 
 
+# --------------------------------------------------------------------- in place
+
+
+def writable(a: Array) -> bool:
+    """True for an array this process may update in place with :func:`add_at`."""
+    if isinstance(a, np.ndarray):
+        return a.flags.writeable
+    return type(a).__module__.startswith("torch") and not a.requires_grad
+
+
+def add_at(a: Array, index: Array, values: Array, axis: int) -> None:
+    """``a[..., index, ...] += values`` along ``axis``, in place (NumPy, PyTorch)."""
+    if isinstance(a, np.ndarray):
+        picked = np.take_along_axis(a, index, axis=axis)
+        np.put_along_axis(a, index, picked + values, axis=axis)
+    else:
+        a.scatter_add_(axis, index, values)
+
+
 # --------------------------------------------------------------------- dispatch
 
 
