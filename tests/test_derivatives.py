@@ -74,7 +74,9 @@ def _central_difference(f, x: np.ndarray, h: float = 1e-3) -> np.ndarray:
     ],
     ids=["mean", "sum-smooth", "mean-ignore-weight-smooth", "none-weight", "prob-weight-smooth"],
 )
-def test_cross_entropy_grad_matches_finite_differences(xp, kwargs):
+def test_cross_entropy_grad_matches_finite_differences(xp, library, kwargs):
+    if library not in ("numpy", "array_api_strict", "torch"):
+        pytest.skip("64 loss evaluations per case: eager CPU backends only")
     kwargs = dict(kwargs)
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(2, 4, 2))  # class axis 1
@@ -203,7 +205,7 @@ def _jax_reference_loss(jnp, jax, x, t, axis, reduction, weight, ignore_index, s
     return per.sum() / (per.size if reduction == "mean" else 1)
 
 
-@pytest.mark.parametrize("case", CASES[::5], ids=CASE_IDS[::5])
+@pytest.mark.parametrize("case", CASES[::13], ids=CASE_IDS[::13])
 def test_grad_matches_jax_grad_of_reference_and_of_ours(case):
     jax = pytest.importorskip("jax")
     jnp = jax.numpy

@@ -26,9 +26,9 @@ for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad, one_hot):
 
 EAGER = ("numpy", "array_api_strict", "torch", "torch_cuda", "cupy")
 # jit compiles once per shape and static arguments: JAX runs a covering
-# subsample of the grid (every SUBSAMPLE-th case; 23 and 5 are coprime with
+# subsample of the grid (every SUBSAMPLE-th case; 37 and 7 are coprime with
 # the factors' sizes 2, 3 and 6, so each value of each factor is visited).
-SUBSAMPLE = {"jax": 23, "jax_jit": 23, "dask": 5}
+SUBSAMPLE = {"jax": 37, "jax_jit": 37, "dask": 7}
 
 
 # --------------------------------------------------------------------------- grid
