@@ -1,0 +1,1 @@
+"""asv benchmarks of portable_softmax; see ``common.py`` for the backend machinery."""
