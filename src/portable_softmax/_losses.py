@@ -294,7 +294,7 @@ def _gradient(p: _Problem, s: Array | None = None) -> Array:
         return s
     grad = s * p.expand(scale) - xp.where(_hits(p), p.expand(target_part), 0.0)
     if eps > 0:
-        grad = grad - xp.where(p.expand(p.counted), ((eps / n) * factor) * w, 0.0)
+        grad = grad - p.expand(counted) * (((eps / n) * factor) * w)
     return _nan_if_invalid(p, grad, per_sample=False)
 
 
