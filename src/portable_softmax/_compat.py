@@ -52,7 +52,7 @@ __all__ = [
 
 Array = Any  # any Array-API-compatible array
 
-_NUMPY = array_namespace(np.empty(0))
+_NAMESPACES: dict[type, ModuleType] = {}
 
 
 def xp_inputs(x: Any, *others: Any) -> tuple[ModuleType, Array, list[Array | None]]:
@@ -65,10 +65,14 @@ def xp_inputs(x: Any, *others: Any) -> tuple[ModuleType, Array, list[Array | Non
     """
     if not is_array_api_obj(x):
         x = np.asarray(x, dtype=np.float64)
-    if type(x) is np.ndarray and all(o is None or type(o) is np.ndarray for o in others):
-        # The commonest call pays no namespace search: it costs as much as a
-        # small softmax.
-        return _NUMPY, x, list(others)
+    kind = type(x)
+    if all(o is None or type(o) is kind for o in others):
+        # One array type: its namespace is cached, because the search costs
+        # as much as a small softmax.
+        xp = _NAMESPACES.get(kind)
+        if xp is None:
+            xp = _NAMESPACES[kind] = array_namespace(x)
+        return xp, x, list(others)
     arrays = [x, *(o for o in others if o is not None and is_array_api_obj(o))]
     try:
         xp = array_namespace(*arrays)

@@ -364,6 +364,8 @@ def cross_entropy(
     1.4076
     """
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
+    if (fast := _native.cross_entropy(p)) is not None:
+        return p.finish(fast)
     return p.finish(_reduce(p, _losses(p), per_sample=True))
 
 

@@ -197,6 +197,28 @@ def _torch_call(fn: Any, x: Any, dim: int) -> Any | None:
     return None if _torch_has_nan_rows(out, dim) else out
 
 
+def cross_entropy(p: Any) -> Array | None:
+    """``F.cross_entropy`` for class-index targets on PyTorch, or None.
+
+    ``p`` is the validated problem of ``_losses``.  Ignored samples are
+    marked with torch's own ``ignore_index``; a NaN result (an infinite
+    logit, a zero weight against a ``-inf`` log-probability, a mean over
+    nothing) goes back to the generic path, which defines those cases.
+    """
+    if not (_ENABLED.get() and is_torch_namespace(p.xp) and p.indices is not None):
+        return None
+    import torch
+    import torch.nn.functional as F
+
+    x = p.logits if p.logits.ndim == 1 else torch.movedim(p.logits, p.axis, 1)
+    target = torch.where(p.counted, p.indices, -100)
+    loss = F.cross_entropy(
+        x, target, weight=p.weight, ignore_index=-100, reduction=p.reduction,
+        label_smoothing=p.smoothing,
+    )  # fmt: skip
+    return None if bool(torch.isnan(loss).any()) else loss
+
+
 # --------------------------------------------------------------------- in place
 
 
