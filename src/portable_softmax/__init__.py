@@ -5,6 +5,7 @@ PyTorch, CuPy, JAX, Dask, array_api_strict) and returns arrays of the same
 library, on the same device, with the same dtype.
 """
 
+from portable_softmax import datasets
 from portable_softmax._derivatives import softmax_jacobian, softmax_jvp
 from portable_softmax._losses import (
     cross_entropy,
@@ -14,14 +15,19 @@ from portable_softmax._losses import (
 )
 from portable_softmax._native import native_kernels
 from portable_softmax._softmax import log_softmax, logsumexp, softmax
+from portable_softmax.model import SoftmaxRegression
+from portable_softmax.training import SGD, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SGD",
+    "SoftmaxRegression",
     "__version__",
     "cross_entropy",
     "cross_entropy_grad",
     "cross_entropy_with_grad",
+    "datasets",
     "log_softmax",
     "logsumexp",
     "native_kernels",
@@ -29,4 +35,5 @@ __all__ = [
     "softmax",
     "softmax_jacobian",
     "softmax_jvp",
+    "train",
 ]

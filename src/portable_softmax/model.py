@@ -1,0 +1,147 @@
+"""Softmax regression: a linear layer and a softmax, with closed-form gradients."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from portable_softmax._compat import Array, xp_device, xp_inputs
+from portable_softmax._losses import cross_entropy, cross_entropy_with_grad
+from portable_softmax._softmax import softmax
+
+__all__ = ["SoftmaxRegression", "namespace"]
+
+
+def namespace(xp: Any = None) -> ModuleType:
+    """The Array API namespace of a library given as a module; NumPy for None.
+
+    ``torch`` or ``numpy`` themselves are not Array API namespaces;
+    ``array_api_compat`` wraps them, and this returns the wrapper, the same
+    object ``array_namespace`` gives for their arrays.
+    """
+    module = np if xp is None else xp
+    return xp_inputs(module.zeros(0))[0]
+
+
+class SoftmaxRegression:
+    """Multinomial logistic regression, ``softmax(X @ W + b)``.
+
+    Parameters
+    ----------
+    n_features, n_classes : int
+        Input width (784 for MNIST) and number of classes (10).
+    xp : array namespace or module, optional
+        Library of the parameters; default NumPy.
+    device : optional
+        Device of the parameters, as ``xp.zeros`` takes it.
+    dtype : dtype, optional
+        Floating dtype of the parameters; default ``xp.float32``, the dtype of
+        :func:`portable_softmax.datasets.load_mnist`.
+
+    Attributes
+    ----------
+    W : array, shape (n_features, n_classes)
+    b : array, shape (n_classes,)
+        Zero-initialised, as in the TensorFlow tutorial: a convex problem
+        needs no symmetry breaking.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import portable_softmax as ps
+    >>> model = ps.SoftmaxRegression(2, 3)
+    >>> X = np.asarray([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    >>> model.predict_proba(X)
+    array([[0.33333334, 0.33333334, 0.33333334],
+           [0.33333334, 0.33333334, 0.33333334]], dtype=float32)
+    >>> loss, (dW, db) = model.gradients(X, np.asarray([0, 2]))
+    >>> round(float(loss), 4), db
+    (1.0986, array([-0.16666666,  0.33333334, -0.16666666], dtype=float32))
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        *,
+        xp: Any = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        if int(n_features) < 1 or int(n_classes) < 1:
+            raise ValueError(
+                f"n_features and n_classes must be positive, got {n_features} and {n_classes}"
+            )
+        self.xp = namespace(xp)
+        dtype = self.xp.float32 if dtype is None else dtype
+        self.W = self.xp.zeros((int(n_features), int(n_classes)), dtype=dtype, device=device)
+        self.b = self.xp.zeros((int(n_classes),), dtype=dtype, device=device)
+
+    def __repr__(self) -> str:
+        n_features, n_classes = self.W.shape
+        return (
+            f"SoftmaxRegression({n_features}, {n_classes}, xp={self.xp.__name__}, "
+            f"device={self.device!r}, dtype={self.dtype})"
+        )
+
+    @property
+    def device(self) -> Any:
+        """The device of the parameters."""
+        return xp_device(self.W)
+
+    @property
+    def dtype(self) -> Any:
+        """The dtype of the parameters."""
+        return self.W.dtype
+
+    @property
+    def parameters(self) -> list[Array]:
+        """``[W, b]``, in the order of :meth:`gradients`."""
+        return [self.W, self.b]
+
+    @parameters.setter
+    def parameters(self, values: list[Array]) -> None:
+        self.W, self.b = values
+
+    def logits(self, X: Array) -> Array:
+        """``X @ W + b``, shape ``(N, n_classes)``."""
+        return X @ self.W + self.b
+
+    def predict_proba(self, X: Array) -> Array:
+        """Class probabilities, ``softmax(X @ W + b)``."""
+        return softmax(self.logits(X), axis=-1)
+
+    def predict(self, X: Array) -> Array:
+        """The most probable class of each row (the arg max of the logits)."""
+        return self.xp.argmax(self.logits(X), axis=-1)
+
+    def loss(self, X: Array, y: Array) -> Array:
+        """Mean cross-entropy of integer labels (or probability rows) ``y``, a 0-d array."""
+        return cross_entropy(self.logits(X), y)
+
+    def accuracy(self, X: Array, y: Array) -> Array:
+        """Fraction of rows whose predicted class is the integer label ``y``.
+
+        A 0-d array of the parameters' dtype (``float(...)`` for a number), so
+        that it stays on the device and works under ``jax.jit``.
+        """
+        hits = self.predict(X) == y
+        return self.xp.mean(self.xp.astype(hits, self.dtype))
+
+    def gradients(self, X: Array, y: Array) -> tuple[Array, list[Array]]:
+        """The mean cross-entropy and its gradients with respect to ``[W, b]``.
+
+        With ``G = (softmax(X @ W + b) - Y) / N`` -- one softmax, from
+        :func:`portable_softmax.cross_entropy_with_grad`, never a one-hot
+        ``Y`` for integer labels -- the gradients are ``X.T @ G`` and the
+        column sums of ``G``.
+
+        Returns
+        -------
+        (loss, [dW, db])
+            A 0-d array and arrays shaped like ``W`` and ``b``.
+        """
+        loss, G = cross_entropy_with_grad(self.logits(X), y)
+        return loss, [X.T @ G, self.xp.sum(G, axis=0)]
