@@ -91,7 +91,7 @@ def xp_inputs(x: Any, *others: Any) -> tuple[ModuleType, Array, list[Array | Non
 
 def xp_check_floating(x: Array, xp: ModuleType, name: str = "x") -> None:
     """Raise ``TypeError`` unless ``x`` has a real floating dtype."""
-    if xp.isdtype(x.dtype, "real floating"):
+    if (type(x) is np.ndarray and x.dtype.kind == "f") or xp.isdtype(x.dtype, "real floating"):
         return
     if xp.isdtype(x.dtype, "complex floating"):
         kind = "complex"
@@ -110,6 +110,8 @@ def xp_check_floating(x: Array, xp: ModuleType, name: str = "x") -> None:
 
 def xp_as_compute(x: Array, xp: ModuleType) -> Array:
     """Return ``x`` in the dtype the math runs in: float16/bfloat16 go to float32."""
+    if type(x) is np.ndarray:
+        return x.astype(np.float32) if x.dtype == np.float16 else x
     if xp.finfo(x.dtype).bits < 32:
         return xp.astype(x, xp.float32, copy=False)
     return x

@@ -148,7 +148,7 @@ def softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> Arra
     if _is_empty(x, axes):
         return xp.astype(x, out_dtype)
     if (fast := _native.softmax(x, axes, where, xp)) is not None:
-        return xp.astype(fast, out_dtype, copy=False)
+        return fast if fast.dtype == out_dtype else xp.astype(fast, out_dtype, copy=False)
     return xp.astype(_softmax(x, axes, where, xp), out_dtype, copy=False)
 
 
@@ -187,7 +187,7 @@ def log_softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> 
     if _is_empty(x, axes):
         return xp.astype(x, out_dtype)
     if (fast := _native.log_softmax(x, axes, where, xp)) is not None:
-        return xp.astype(fast, out_dtype, copy=False)
+        return fast if fast.dtype == out_dtype else xp.astype(fast, out_dtype, copy=False)
     return xp.astype(_log_softmax(x, axes, where, xp), out_dtype, copy=False)
 
 
