@@ -271,7 +271,9 @@ def train(
         ``numpy.random.default_rng(seed)``: the same on every backend.
         ``steps`` counts from the start of training, also when resuming.
     eval_data : (X_test, y_test), optional
-        Accuracy on these every ``eval_every`` steps and after the last one.
+        Accuracy on these every ``eval_every`` steps and after step ``steps``
+        (not when a callback stops the run: a resumed run's history then
+        equals an uninterrupted one's).
     callbacks : iterable of callables
         Called with a :class:`Step` after every step; a true return value
         stops training (after writing the checkpoint, if any).
@@ -385,8 +387,6 @@ def train(
             if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
                 save()
         flush()
-        if eval_data is not None and history.stopped_early:
-            evaluate(len(history.loss))
         if checkpoint is not None:
             save()
     except KeyboardInterrupt:
