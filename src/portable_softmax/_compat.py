@@ -169,17 +169,18 @@ def xp_full_like_reduced(
 
 
 def xp_quiet(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``func`` with NumPy's invalid/divide warnings off.
+    """Run ``func`` with NumPy's invalid/divide/overflow warnings off.
 
     The special values of SPEC §3 are computed on purpose through ``inf - inf``
-    and ``log(0)`` and then replaced; NumPy-backed namespaces (numpy,
+    and ``log(0)`` and then replaced, and ``x - max`` may overflow to ``-inf``
+    where ``exp`` gives the right 0; NumPy-backed namespaces (numpy,
     array_api_strict) would otherwise warn about arithmetic whose result is
     never returned.
     """
 
     @functools.wraps(func)
     def quiet(*args: Any, **kwargs: Any) -> Any:
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             return func(*args, **kwargs)
 
     return quiet

@@ -47,8 +47,10 @@ def _broadcast_to(a: Array, x: Array, name: str, xp: ModuleType) -> Array:
         raise ValueError(msg) from exc
 
 
-def _is_empty(x: Array, axes: tuple[int, ...]) -> bool:
-    return any(x.shape[a] == 0 for a in axes)
+def _is_empty(x: Array) -> bool:
+    # Any zero-length axis: there is nothing to compute, and a maximum over
+    # nothing is an error in NumPy and Dask, even along a non-empty axis.
+    return any(n == 0 for n in x.shape)
 
 
 def xp_shift(x: Array, axes: tuple[int, ...], xp: ModuleType) -> tuple[Array, Array, Array]:
@@ -69,20 +71,20 @@ def xp_shift(x: Array, axes: tuple[int, ...], xp: ModuleType) -> tuple[Array, Ar
 
 
 def xp_log_normalizer(
-    x: Array, shifted: Array, m0: Array, axes: tuple[int, ...], xp: ModuleType
+    x: Array, shifted: Array, m: Array, m0: Array, axes: tuple[int, ...], xp: ModuleType
 ) -> Array:
     """``log(sum(exp(shifted)))`` along ``axes`` (keepdims), accurate near 0.
 
     The maxima contribute exactly 1 each, so the sum is ``n_top + rest`` and
     its log is ``log1p(rest + n_top - 1)``: this keeps full relative accuracy
     when one entry dominates and the result is tiny (SciPy does the same).
-    A row with no maximum to count (all ``-inf``) gets 0, so that
-    ``shifted - log_z`` stays ``-inf`` there; NaN rows stay NaN.
+    A row of ``-inf`` (maximum ``m`` is ``-inf``) gets 0, so that
+    ``shifted - log_z`` stays ``-inf`` there; a row with a NaN gets NaN.
     """
     is_top = x == m0
     n_top = xp.sum(xp.astype(is_top, shifted.dtype, copy=False), axis=axes, keepdims=True)
     rest = xp.sum(xp.where(is_top, 0.0, xp.exp(shifted)), axis=axes, keepdims=True)
-    return xp.log1p(xp.where(n_top == 0, 0.0, rest + (n_top - 1)))
+    return xp.log1p(xp.where(m == -math.inf, 0.0, rest + (n_top - 1)))
 
 
 def _softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array:
@@ -99,9 +101,9 @@ def _softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleTyp
 def _log_softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array:
     if where is not None:
         x = xp.where(where, x, -math.inf)
-    shifted, _, m0 = xp_shift(x, axes, xp)
+    shifted, m, m0 = xp_shift(x, axes, xp)
     # (x - max) - log(sum) stays accurate at |x| ~ 1e4, x - logsumexp(x) does not.
-    out = shifted - xp_log_normalizer(x, shifted, m0, axes, xp)
+    out = shifted - xp_log_normalizer(x, shifted, m, m0, axes, xp)
     return out if where is None else xp.where(where, out, -math.inf)
 
 
@@ -145,7 +147,7 @@ def softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> Arra
     xp, x, (where,) = xp_inputs(x, where)
     out_dtype = x.dtype
     x, axes, where = _prepare(x, axis, where, xp)
-    if _is_empty(x, axes):
+    if _is_empty(x):
         return xp.astype(x, out_dtype)
     if (fast := _native.softmax(x, axes, where, xp)) is not None:
         return fast if fast.dtype == out_dtype else xp.astype(fast, out_dtype, copy=False)
@@ -184,7 +186,7 @@ def log_softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> 
     xp, x, (where,) = xp_inputs(x, where)
     out_dtype = x.dtype
     x, axes, where = _prepare(x, axis, where, xp)
-    if _is_empty(x, axes):
+    if _is_empty(x):
         return xp.astype(x, out_dtype)
     if (fast := _native.log_softmax(x, axes, where, xp)) is not None:
         return fast if fast.dtype == out_dtype else xp.astype(fast, out_dtype, copy=False)
@@ -255,7 +257,7 @@ def logsumexp(
         x = xp.where(b == 0, -math.inf, x)
 
     sign = None
-    if _is_empty(x, axes):
+    if _is_empty(x):
         value = xp_full_like_reduced(x, axes, -math.inf, xp, keepdims=True)
     elif b is None:
         # x is already masked, so the fast path needs no `where`.
@@ -263,7 +265,7 @@ def logsumexp(
             value = fast
         else:
             shifted, m, m0 = xp_shift(x, axes, xp)
-            value = m + xp_log_normalizer(x, shifted, m0, axes, xp)
+            value = m + xp_log_normalizer(x, shifted, m, m0, axes, xp)
     else:
         shifted, m, _ = xp_shift(x, axes, xp)
         total = xp.sum(b * xp.exp(shifted), axis=axes, keepdims=True)
