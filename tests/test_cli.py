@@ -70,6 +70,15 @@ def test_train_device_and_dtype(capsys):
     assert json.loads(out)["dtype"] == "float64"
 
 
+def test_array_api_strict_on_another_device(capsys, tmp_path):
+    pytest.importorskip("array_api_strict")
+    checkpoint = str(tmp_path / "c.npz")
+    code, out, err = run(capsys, "train", "--backend", "array_api_strict", "--device", "device1",
+                         "--steps", "5", "--checkpoint", checkpoint, "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["device"] == "device1"
+
+
 def test_checkpoint_and_resume(capsys, tmp_path):
     path = tmp_path / "run.npz"
     code, _, err = run(capsys, "train", "--steps", "20", "--checkpoint", str(path),

@@ -57,8 +57,8 @@ class SoftmaxRegression:
     array([[0.33333334, 0.33333334, 0.33333334],
            [0.33333334, 0.33333334, 0.33333334]], dtype=float32)
     >>> loss, (dW, db) = model.gradients(X, np.asarray([0, 2]))
-    >>> round(float(loss), 4), db
-    (1.0986, array([-0.16666666,  0.33333334, -0.16666666], dtype=float32))
+    >>> round(float(loss), 4), db.round(4)
+    (1.0986, array([-0.1667,  0.3333, -0.1667], dtype=float32))
     """
 
     def __init__(

@@ -29,6 +29,7 @@ import numpy as np
 
 from portable_softmax._compat import (
     Array,
+    is_array_api_strict_namespace,
     is_cupy_namespace,
     is_dask_namespace,
     is_torch_namespace,
@@ -230,6 +231,9 @@ def to_numpy(a: Array) -> np.ndarray:
         return a.get()
     if is_torch_namespace(xp):
         return a.detach().cpu().numpy()
+    if is_array_api_strict_namespace(xp):
+        # Its devices other than the CPU are pretend ones that refuse NumPy.
+        a = a.to_device(xp.Device("CPU_DEVICE"))
     return np.asarray(a)
 
 
@@ -263,7 +267,9 @@ def train(
         Updated in place (``model.W``, ``model.b`` are replaced).
     X, y : arrays
         Features ``(N, n_features)`` and integer labels ``(N,)`` of the
-        model's library, on one device.
+        model's library, on one device.  Dask arrays are persisted, and so
+        are the parameters after every step; expect Dask's scheduling
+        overhead (a fraction of a second) per step.
     optimizer : SGD, optional
         Default ``SGD(lr=0.5)``.
     batch_size, steps, seed : int
