@@ -53,7 +53,7 @@ class _Problem:
         """The result in the caller's dtype; NumPy's reductions give scalars, made 0-d arrays."""
         if isinstance(a, np.generic):
             a = np.asarray(a)
-        return self.xp.astype(a, self.out_dtype, copy=False)
+        return a if a.dtype == self.out_dtype else self.xp.astype(a, self.out_dtype, copy=False)
 
     def expand(self, a: Array) -> Array:
         """Insert the class axis into a per-sample array."""
@@ -366,6 +366,8 @@ def cross_entropy(
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
     if (fast := _native.cross_entropy(p)) is not None:
         return p.finish(fast)
+    if (both := _native.np_cross_entropy(p, loss=True, grad=False)) is not None:
+        return p.finish(both[0])
     return p.finish(_reduce(p, _losses(p), per_sample=True))
 
 
@@ -400,6 +402,8 @@ def cross_entropy_grad(
     array([[ 0.09  , -0.7553,  0.6652]])
     """
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
+    if (both := _native.np_cross_entropy(p, loss=False, grad=True)) is not None:
+        return p.finish(both[1])
     grad = _gradient(p) if math.prod(p.logits.shape) else p.xp.zeros_like(p.logits)
     return p.finish(grad)
 
@@ -436,7 +440,9 @@ def cross_entropy_with_grad(
     (1.4076, array([[ 0.09  , -0.7553,  0.6652]]))
     """
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
-    if not math.prod(p.logits.shape):
+    if (both := _native.np_cross_entropy(p, loss=True, grad=True)) is not None:
+        loss, grad = both
+    elif not math.prod(p.logits.shape):
         loss = _reduce(p, _losses(p), per_sample=True)
         grad = p.xp.zeros_like(p.logits)
     else:

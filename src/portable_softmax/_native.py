@@ -223,6 +223,85 @@ def cross_entropy(p: Any) -> Array | None:
     return None if bool(torch.isnan(loss).any()) else loss
 
 
+def np_cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any] | None:
+    """Class-index cross-entropy and/or its gradient on NumPy, or None.
+
+    One logits-sized buffer holds ``x - max``, then ``exp``, then the
+    probabilities, then the gradient; everything else is per sample.  The
+    math is that of ``_losses`` (torch's semantics), written for few calls
+    into NumPy: at batch size 100 the call overhead is the cost.
+    """
+    if not (_ENABLED.get() and isinstance(p.logits, np.ndarray) and p.indices is not None):
+        return None
+    if not p.logits.size:
+        return None
+    x, ax, n, eps, y = p.logits, p.axis, p.n_classes, p.smoothing, p.indices
+    if x.ndim == 2 and ax == 1:
+        rows = np.arange(x.shape[0])
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            return a[rows, y]
+
+        def column(v: Any) -> Any:
+            return v[:, None]
+
+        def subtract_at(a: np.ndarray, v: np.ndarray) -> None:
+            a[rows, y] -= v
+
+    else:
+        idx = np.expand_dims(y, ax)
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            return np.take_along_axis(a, idx, axis=ax).reshape(y.shape)
+
+        def column(v: Any) -> Any:
+            return np.expand_dims(v, ax)
+
+        def subtract_at(a: np.ndarray, v: np.ndarray) -> None:
+            add_at(a, idx, -column(v), ax)
+
+    w_b = (
+        1.0 if p.weight is None else p.weight.reshape([-1 if i == ax else 1 for i in range(x.ndim)])
+    )
+    # The caller (a public function) has NumPy's warnings off.
+    m = x.max(axis=ax, keepdims=True)
+    if np.isinf(m).any():
+        return None
+    g = np.subtract(x, m)
+    counted = p.counted.astype(x.dtype)
+    w_y = counted if p.weight is None else p.weight[y] * counted
+    w_all = x.dtype.type(n) if p.weight is None else p.weight.sum()
+    factor = 1.0
+    if p.reduction == "mean":
+        divisor = w_y.sum()
+        factor = 1.0 / divisor if divisor else 0.0
+    if loss:
+        shifted_y = pick(g)
+        if eps > 0:
+            weighted_shift = (g if p.weight is None else g * w_b).sum(axis=ax)
+    np.exp(g, out=g)
+    z = g.sum(axis=ax, keepdims=True)
+    value = None
+    if loss:
+        log_z = np.log(z).reshape(y.shape)
+        # A zero weight hides a -inf log-probability (0 * inf would be NaN).
+        per_sample = np.where(w_y == 0, 0.0, w_y * (log_z - shifted_y))
+        if eps > 0:
+            smooth = np.where(p.counted, w_all * log_z - weighted_shift, 0.0)
+            per_sample = (1 - eps) * per_sample + (eps / n) * smooth
+        per_sample = per_sample.astype(x.dtype, copy=False)
+        value = per_sample if p.reduction == "none" else per_sample.sum() * factor
+    if not grad:
+        return value, None
+    g /= z
+    g *= column(((1 - eps) * w_y + (eps / n) * w_all * counted) * factor)
+    subtract_at(g, ((1 - eps) * factor * w_y).astype(x.dtype, copy=False))
+    if eps > 0:
+        g -= (eps / n) * factor * w_b
+        g *= column(counted)
+    return value, g
+
+
 # --------------------------------------------------------------------- in place
 
 
@@ -282,7 +361,6 @@ def log_softmax(
     if _numpy_ok(x, xp, where):
         return _np_rows(x, axes, _np_log_softmax_rows)
     if _torch_ok(xp, axes, where):
-
         return _torch_log_softmax(x, axes[0])
     return None
 
