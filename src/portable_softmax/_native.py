@@ -357,16 +357,28 @@ def _torch_mean_ce(x: Any, y: Any) -> tuple[Any, Any] | None:
     n, c = x.shape
     if y.shape != (n,) or y.dtype.is_floating_point or y.dtype == torch.bool or n == 0 or c == 0:
         return None
-    lo, hi = torch.aminmax(y)
-    if lo < 0 or hi >= c:
-        return None
-    s = _torch_call(torch.softmax, x, 1)
-    if s is None:
-        return None
     y = y.long()
-    loss = F.cross_entropy(x, y)
+    if x.device.type != "cpu":
+        # On a GPU an out-of-range target is a device-side assert: check first.
+        lo, hi = torch.aminmax(y)
+        if bool((lo < 0) | (hi >= c)):
+            return None
+    try:
+        # No index is ignored here (torch's default -100 would silently be);
+        # on the CPU torch raises for a target outside [0, c).
+        loss = F.cross_entropy(x, y, ignore_index=_NO_INDEX)
+    except (IndexError, RuntimeError):
+        return None
+    # An infinite maximum or a NaN makes its row, hence the mean, NaN.
+    if bool(torch.isnan(loss)):
+        return None
+    acc = _torch_acc_dtype(x, c)
+    s = torch.softmax(x, 1) if acc is None else torch.softmax(x, 1, dtype=acc).to(x.dtype)
     s.div_(n)[torch.arange(n, device=x.device), y] -= 1.0 / n
     return loss, s
+
+
+_NO_INDEX = -(2**63)
 
 
 # --------------------------------------------------------------------- in place
