@@ -51,17 +51,26 @@ def batches(n: int, steps: int = STEPS, batch: int = BATCH, seed: int = SEED):
 
 
 def numpy_loop(X: np.ndarray, y: np.ndarray, steps: int = STEPS) -> np.ndarray:
-    """Hand-written softmax regression with plain NumPy; returns ``W``."""
+    """Hand-written softmax regression with plain NumPy; returns ``W``.
+
+    The same arithmetic as ``ps.train``: the batch loss is computed and kept
+    every step (``ps.train`` records one loss per step), as the torch loop's
+    ``F.cross_entropy`` computes it too.
+    """
     n_classes = 10
     W = np.zeros((X.shape[1], n_classes), dtype=X.dtype)
     b = np.zeros(n_classes, dtype=X.dtype)
+    losses = []
     for idx in batches(X.shape[0], steps):
         Xb, yb = X[idx], y[idx]
+        rows = np.arange(len(idx))
         z = Xb @ W + b
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
-        g = e / e.sum(axis=1, keepdims=True)
-        g[np.arange(len(idx)), yb] -= 1
+        total = e.sum(axis=1, keepdims=True)
+        losses.append((np.log(total).ravel() - z[rows, yb]).mean())
+        g = e / total
+        g[rows, yb] -= 1
         g /= len(idx)
         W -= LR * (Xb.T @ g)
         b -= LR * g.sum(axis=0)
