@@ -194,12 +194,12 @@ def _mean_divisor(p: _Problem) -> Array | float:
     return _target_weights(p)[1]
 
 
-def _reduce(p: _Problem, values: Array, per_sample: bool) -> Array:
-    """Apply the reduction; ``values`` are per-sample losses or gradient rows."""
+def _reduce(p: _Problem, losses: Array) -> Array:
+    """Apply the reduction to the per-sample losses."""
     xp = p.xp
     if p.reduction == "none":
-        return values
-    total = xp.sum(values) if per_sample else values
+        return losses
+    total = xp.sum(losses)
     if p.reduction == "sum":
         return total
     divisor = _mean_divisor(p)
@@ -368,7 +368,7 @@ def cross_entropy(
         return p.finish(fast)
     if (both := _native.np_cross_entropy(p, loss=True, grad=False)) is not None:
         return p.finish(both[0])
-    return p.finish(_reduce(p, _losses(p), per_sample=True))
+    return p.finish(_reduce(p, _losses(p)))
 
 
 @xp_quiet
@@ -447,11 +447,11 @@ def cross_entropy_with_grad(
     if (both := _native.np_cross_entropy(p, loss=True, grad=True)) is not None:
         loss, grad = both
     elif not math.prod(p.logits.shape):
-        loss = _reduce(p, _losses(p), per_sample=True)
+        loss = _reduce(p, _losses(p))
         grad = p.xp.zeros_like(p.logits)
     else:
         logp = _log_probs(p)
-        loss = _reduce(p, _losses(p, logp), per_sample=True)
+        loss = _reduce(p, _losses(p, logp))
         grad = _gradient(p, p.xp.exp(logp))
     return p.finish(loss), p.finish(grad)
 

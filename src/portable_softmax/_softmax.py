@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import Any
 
 from portable_softmax import _native
 from portable_softmax._compat import (
@@ -20,6 +21,7 @@ from portable_softmax._compat import (
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 Axis = int | Sequence[int]
+Kernel = Callable[[Array, tuple[int, ...], Array | None, ModuleType], Array | None]
 
 
 def _prepare(
@@ -107,6 +109,19 @@ def _log_softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: Modul
     return out if where is None else xp.where(where, out, -math.inf)
 
 
+def _normalised(x: Any, axis: Axis, where: Any, native: Kernel, generic: Kernel) -> Array:
+    """The body of softmax and log_softmax: validate, then the fast path or the generic one."""
+    xp, x, (where,) = xp_inputs(x, where)
+    out_dtype = x.dtype
+    x, axes, where = _prepare(x, axis, where, xp)
+    if _is_empty(x):
+        return xp.astype(x, out_dtype)
+    out = native(x, axes, where, xp)
+    if out is None:
+        out = generic(x, axes, where, xp)
+    return out if out.dtype == out_dtype else xp.astype(out, out_dtype, copy=False)
+
+
 @xp_quiet
 def softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> Array:
     """Softmax along ``axis``: ``exp(x_i) / sum_j exp(x_j)``.
@@ -144,14 +159,7 @@ def softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> Arra
     array([[0.5   , 0.5   ],
            [0.1192, 0.8808]])
     """
-    xp, x, (where,) = xp_inputs(x, where)
-    out_dtype = x.dtype
-    x, axes, where = _prepare(x, axis, where, xp)
-    if _is_empty(x):
-        return xp.astype(x, out_dtype)
-    if (fast := _native.softmax(x, axes, where, xp)) is not None:
-        return fast if fast.dtype == out_dtype else xp.astype(fast, out_dtype, copy=False)
-    return xp.astype(_softmax(x, axes, where, xp), out_dtype, copy=False)
+    return _normalised(x, axis, where, _native.softmax, _softmax)
 
 
 @xp_quiet
@@ -183,14 +191,7 @@ def log_softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> 
     >>> ps.log_softmax([1.0, float("-inf")])
     array([  0., -inf])
     """
-    xp, x, (where,) = xp_inputs(x, where)
-    out_dtype = x.dtype
-    x, axes, where = _prepare(x, axis, where, xp)
-    if _is_empty(x):
-        return xp.astype(x, out_dtype)
-    if (fast := _native.log_softmax(x, axes, where, xp)) is not None:
-        return fast if fast.dtype == out_dtype else xp.astype(fast, out_dtype, copy=False)
-    return xp.astype(_log_softmax(x, axes, where, xp), out_dtype, copy=False)
+    return _normalised(x, axis, where, _native.log_softmax, _log_softmax)
 
 
 @xp_quiet
