@@ -115,3 +115,24 @@ def test_training_step_path_agrees_with_generic(xp, library, logits, dtype_name)
     np.testing.assert_allclose(
         to_numpy(grad), to_numpy(grad_g), rtol=rtol, atol=1e-7, equal_nan=True
     )
+
+
+@pytest.mark.parametrize("func_name, budget", [("cross_entropy", 1), ("cross_entropy_grad", 2)])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "ignore_index": 3}])
+def test_numpy_loss_memory(func_name, budget, options):
+    """Class-index targets: at most one (loss) or two (gradient) logits-sized buffers."""
+    import tracemalloc
+
+    func = getattr(ps, func_name)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 1000))
+    y = rng.integers(0, 1000, size=2000)
+    weight = rng.uniform(0.5, 2.0, size=1000)
+    func(x, y, weight=weight, **options)  # warm caches outside the measurement
+    tracemalloc.start()
+    try:
+        func(x, y, weight=weight, **options)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= budget * x.nbytes + 2**20, (peak / x.nbytes, func_name)

@@ -278,7 +278,10 @@ def np_cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any] | Non
     if loss:
         shifted_y = pick(g)
         if eps > 0:
-            weighted_shift = (g if p.weight is None else g * w_b).sum(axis=ax)
+            # A contraction, not (g * w).sum(): no second logits-sized buffer.
+            weighted_shift = (
+                g.sum(axis=ax) if p.weight is None else np.tensordot(g, p.weight, axes=([ax], [0]))
+            )
     np.exp(g, out=g)
     z = g.sum(axis=ax, keepdims=True)
     value = None
@@ -419,6 +422,20 @@ def _torch_log_softmax(x: Any, dim: int) -> Any | None:
     return shifted.sub_(log_z) if in_place else shifted - log_z
 
 
+def _torch_logsumexp(x: Any, dim: int) -> Any | None:
+    # The log1p form again (torch.logsumexp's log(sum) is inaccurate where
+    # the result is near 0), in four passes instead of the generic path's ten.
+    import torch
+
+    m, top = torch.max(x, dim, keepdim=True)
+    if bool(torch.isinf(m).any()):
+        return None
+    e = torch.exp(x - m)
+    in_place = not (x.requires_grad and torch.is_grad_enabled())
+    e = e.scatter_(dim, top, 0.0) if in_place else e.scatter(dim, top, 0.0)
+    return m + torch.log1p(e.sum(dim, keepdim=True))
+
+
 # --------------------------------------------------------------------- dispatch
 
 
@@ -448,4 +465,6 @@ def logsumexp(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleTy
     """Fast logsumexp (keepdims), or None where only the generic path applies."""
     if _numpy_ok(x, xp, where):
         return _np_rows(x, axes, _np_logsumexp_rows, reduce=True)
+    if _torch_ok(xp, axes, where):
+        return _torch_logsumexp(x, axes[0])
     return None
