@@ -318,12 +318,12 @@ def mean_cross_entropy_with_grad(logits: Any, target: Any, axis: int) -> tuple[A
         return None
     if type(logits) is np.ndarray and type(target) is np.ndarray:
         return _np_mean_ce(logits, target)
-    if is_torch_namespace_of(logits) and is_torch_namespace_of(target):
+    if _is_torch_tensor(logits) and _is_torch_tensor(target):
         return _torch_mean_ce(logits, target)
     return None
 
 
-def is_torch_namespace_of(a: Any) -> bool:
+def _is_torch_tensor(a: Any) -> bool:
     return type(a).__module__ == "torch" and type(a).__name__ == "Tensor"
 
 
