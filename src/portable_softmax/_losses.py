@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass
@@ -54,6 +55,20 @@ class _Problem:
         if isinstance(a, np.generic):
             a = np.asarray(a)
         return a if a.dtype == self.out_dtype else self.xp.astype(a, self.out_dtype, copy=False)
+
+    @functools.cached_property
+    def target_weights(self) -> tuple[Array, Array]:
+        """Per-sample weight of the target class (0 where ignored), and their sum.
+
+        Loss, reduction and gradient all need them: computed once per call.
+        """
+        xp = self.xp
+        if self.weight is None:
+            w_y = xp.astype(self.counted, self.logits.dtype, copy=False)
+        else:
+            picked = xp.take(self.weight, xp.reshape(self.indices, (-1,)), axis=0)
+            w_y = xp.where(self.counted, xp.reshape(picked, self.indices.shape), 0.0)
+        return w_y, xp.sum(w_y)
 
     def expand(self, a: Array) -> Array:
         """Insert the class axis into a per-sample array."""
@@ -173,17 +188,6 @@ def _hits(p: _Problem) -> Array:
     return p.expand(p.indices) == p.class_vector(classes)
 
 
-def _target_weights(p: _Problem) -> tuple[Array, Array]:
-    """Per-sample weight of the target class (0 where ignored), and the mean's divisor."""
-    xp = p.xp
-    if p.weight is None:
-        w_y = xp.astype(p.counted, p.logits.dtype, copy=False)
-    else:
-        w_y = xp.reshape(xp.take(p.weight, xp.reshape(p.indices, (-1,)), axis=0), p.indices.shape)
-        w_y = xp.where(p.counted, w_y, 0.0)
-    return w_y, xp.sum(w_y)
-
-
 def _per_class_weights(p: _Problem) -> Array | float:
     return 1.0 if p.weight is None else p.class_vector(p.weight)
 
@@ -191,7 +195,7 @@ def _per_class_weights(p: _Problem) -> Array | float:
 def _mean_divisor(p: _Problem) -> Array | float:
     if p.probs is not None:
         return float(math.prod(p.probs.shape) // p.n_classes) if p.n_classes else 0.0
-    return _target_weights(p)[1]
+    return p.target_weights[1]
 
 
 def _reduce(p: _Problem, losses: Array) -> Array:
@@ -235,7 +239,7 @@ def _losses(p: _Problem, logp: Array | None = None) -> Array:
         q = q * w
         # 0 * log 0 = 0: a zero target weight hides a -inf log-probability.
         return -xp.sum(xp.where(q == 0, 0.0, q * logp), axis=p.axis)
-    w_y, _ = _target_weights(p)
+    w_y, _ = p.target_weights
     logp_y = _gather(p, logp)
     loss = xp.where(w_y == 0, 0.0, -w_y * logp_y)
     if eps > 0:
@@ -278,7 +282,7 @@ def _gradient(p: _Problem, s: Array | None = None) -> Array:
         q = q * w
         return (s * xp.sum(q, axis=p.axis, keepdims=True) - q) * factor
     # q = (1 - eps) w_y onehot(y) + (eps / n) w, and the gradient is s * sum(q) - q.
-    w_y, _ = _target_weights(p)
+    w_y, _ = p.target_weights
     w_sum = float(n) if p.weight is None else xp.sum(p.weight)
     counted = xp.astype(p.counted, s.dtype, copy=False)
     scale = ((1 - eps) * w_y + (eps / n) * w_sum * counted) * factor
