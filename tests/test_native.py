@@ -80,6 +80,40 @@ def test_torch_long_float32_rows_stay_accurate():
     assert abs(got.sum().item() - 1.0) < 1e-5
 
 
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+@pytest.mark.parametrize("dim", [-1, 0])
+@pytest.mark.parametrize("grad", [False, True], ids=["plain", "autograd"])
+def test_torch_log_softmax_dominant_rows(dtype_name, dim, grad):
+    """torch.log_softmax's -log(sum) at a dominant entry is fixed, row by row.
+
+    Rows where one entry holds almost all the mass sit beside ordinary rows:
+    the dominant entries keep their relative accuracy (mpmath), the ordinary
+    rows are torch's own, and autograd gives log_softmax's closed form.
+    """
+    torch = pytest.importorskip("torch")
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    rows = [[0.0, -30.0, -31.0, -40.0], [0.0, -1.0, -2.0, -3.0], [3.0, -25.0, 3.0 - 20, 1.0 - 30]]
+    rows += [[0.5, -12.0, -9.0, -16.0], [1.0, 1.0, 0.0, -5.0]]
+    xn = np.asarray(rows)
+    want = np.asarray(
+        [[float(v - mpmath.log(mpmath.fsum(mpmath.exp(u) for u in r))) for v in r] for r in rows]
+    )
+    dtype = getattr(torch, dtype_name)
+    x = torch.asarray(xn if dim == -1 else xn.T.copy(), dtype=dtype).requires_grad_(grad)
+    out = log_softmax(x, axis=dim)
+    got = out.detach().double().numpy()
+    got = got if dim == -1 else got.T
+    eps = np.finfo(dtype_name).eps
+    np.testing.assert_allclose(got, want, rtol=4 * eps, atol=0)
+    if grad:
+        v = torch.asarray(np.linspace(-1.0, 1.0, out.numel()).reshape(out.shape), dtype=dtype)
+        (out * v).sum().backward()
+        s = torch.softmax(x.detach().double(), dim)
+        closed = v.double() - s * v.double().sum(dim, keepdim=True)
+        np.testing.assert_allclose(x.grad.double().numpy(), closed.numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_native_kernels_restores_state():
     with native_kernels(False):
         with native_kernels(True):
@@ -115,6 +149,18 @@ def test_training_step_path_agrees_with_generic(xp, library, logits, dtype_name)
     np.testing.assert_allclose(
         to_numpy(grad), to_numpy(grad_g), rtol=rtol, atol=1e-7, equal_nan=True
     )
+
+
+def test_numpy_smoothing_with_zero_weight_on_a_neginf_class():
+    """A zero class weight hides that class's -inf logit in the smoothing term too."""
+    x = np.asarray([[0.0, -INF, 1.0], [2.0, 0.5, -1.0]])
+    kwargs = {"weight": np.asarray([1.0, 0.0, 1.0]), "label_smoothing": 0.1}
+    for func in (ps.cross_entropy, ps.cross_entropy_grad):
+        fast = func(x, np.asarray([0, 2]), **kwargs)
+        with native_kernels(False):
+            generic = func(x, np.asarray([0, 2]), **kwargs)
+        assert np.isfinite(fast).all()
+        np.testing.assert_allclose(fast, generic, rtol=1e-14)
 
 
 @pytest.mark.parametrize("func_name, budget", [("cross_entropy", 1), ("cross_entropy_grad", 2)])

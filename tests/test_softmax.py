@@ -63,12 +63,12 @@ def host(a):
     return to_numpy(a).astype(np.float64)
 
 
-NATIVE_BACKENDS = ("numpy", "torch", "torch_cuda")
+NATIVE_BACKENDS = ("numpy", "torch", "torch_cuda", "jax", "jax_jit")
 
 
 @pytest.fixture(params=[True, False], ids=["native", "generic"])
 def native(request, library):
-    """Fast paths on / off; only NumPy and PyTorch have fast paths to turn off."""
+    """Fast paths on / off, where the backend has them (NumPy, PyTorch, JAX)."""
     if not request.param and library not in NATIVE_BACKENDS:
         pytest.skip(f"{library} has no native fast path: the native run is the generic one")
     return request.param

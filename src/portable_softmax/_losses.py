@@ -370,7 +370,7 @@ def cross_entropy(
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
     if (fast := _native.cross_entropy(p)) is not None:
         return p.finish(fast)
-    if (both := _native.np_cross_entropy(p, loss=True, grad=False)) is not None:
+    if (both := _native.fused_cross_entropy(p, loss=True, grad=False)) is not None:
         return p.finish(both[0])
     return p.finish(_reduce(p, _losses(p)))
 
@@ -406,7 +406,7 @@ def cross_entropy_grad(
     array([[ 0.09  , -0.7553,  0.6652]])
     """
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
-    if (both := _native.np_cross_entropy(p, loss=False, grad=True)) is not None:
+    if (both := _native.fused_cross_entropy(p, loss=False, grad=True)) is not None:
         return p.finish(both[1])
     grad = _gradient(p) if math.prod(p.logits.shape) else p.xp.zeros_like(p.logits)
     return p.finish(grad)
@@ -448,7 +448,7 @@ def cross_entropy_with_grad(
         if (fast := _native.mean_cross_entropy_with_grad(logits, target, axis)) is not None:
             return fast
     p = _problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing)
-    if (both := _native.np_cross_entropy(p, loss=True, grad=True)) is not None:
+    if (both := _native.fused_cross_entropy(p, loss=True, grad=True)) is not None:
         loss, grad = both
     elif not math.prod(p.logits.shape):
         loss = _reduce(p, _losses(p))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -25,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from portable_softmax._compat import Array, is_numpy_namespace, is_torch_namespace
+from portable_softmax._compat import (
+    Array,
+    is_cupy_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
 
 __all__ = ["native_kernels"]
 
@@ -39,9 +46,10 @@ _ENABLED = contextvars.ContextVar(
 def native_kernels(enabled: bool = True) -> Iterator[None]:
     """Turn the backend-specific fast paths on or off within a ``with`` block.
 
-    The fast paths (PyTorch's fused kernels, NumPy's in-place blocked
-    kernels) are on by default; ``PORTABLE_SOFTMAX_NATIVE=0`` in the
-    environment turns them off for the whole process.  Off, every call runs
+    The fast paths (PyTorch's fused kernels, ``jax.nn`` under a guard,
+    CuPy's fused kernels, NumPy's in-place blocked kernels) are on by
+    default; ``PORTABLE_SOFTMAX_NATIVE=0`` in the environment turns them off
+    for the whole process.  Off, every call runs
     the generic Array API implementation.
 
     Examples
@@ -79,6 +87,29 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
+def _to_rows(x: Any, axes: tuple[int, ...], lib: ModuleType) -> tuple[Any, tuple[int, ...]]:
+    """A C-contiguous 2-D view (or copy) of ``x`` with the ``axes`` last and flattened.
+
+    Returns the rows and the shape of ``x`` with those axes moved last, which
+    :func:`_from_rows` needs.  ``lib`` is NumPy or CuPy (the same calls).
+    """
+    last = tuple(range(x.ndim - len(axes), x.ndim))
+    if axes != last:
+        x = lib.moveaxis(x, axes, last)
+    n = math.prod(x.shape[x.ndim - len(axes) :])
+    return lib.ascontiguousarray(x).reshape(-1, n), x.shape
+
+
+def _from_rows(
+    out: Any, axes: tuple[int, ...], moved: tuple[int, ...], lib: ModuleType, *, reduce: bool
+) -> Any:
+    """Undo :func:`_to_rows`; with ``reduce`` the reduced axes come back with length 1."""
+    ndim, k = len(moved), len(axes)
+    out = out.reshape(*moved[: ndim - k], *((1,) * k if reduce else moved[ndim - k :]))
+    last = tuple(range(ndim - k, ndim))
+    return out if axes == last else lib.moveaxis(out, last, axes)
+
+
 def _np_rows(
     x: np.ndarray,
     axes: tuple[int, ...],
@@ -97,13 +128,8 @@ def _np_rows(
         # The common small case, without the reshaping below (half its cost).
         out = np.empty_like(x)
         return out if kernel(x, out) else None
-    last = tuple(range(x.ndim - len(axes), x.ndim))
-    if axes != last:
-        x = np.moveaxis(x, axes, last)
-    lead = x.shape[: x.ndim - len(axes)]
-    n = math.prod(x.shape[x.ndim - len(axes) :])
-    rows = np.ascontiguousarray(x).reshape(-1, n)
-    out = np.empty((rows.shape[0], 1 if reduce else n), dtype=rows.dtype)
+    rows, moved = _to_rows(x, axes, np)
+    out = np.empty((rows.shape[0], 1 if reduce else rows.shape[1]), dtype=rows.dtype)
 
     def run(block: slice) -> bool:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -112,15 +138,10 @@ def _np_rows(
     if rows.size < _PARALLEL_MIN_ELEMENTS:
         ok = kernel(rows, out)
     else:
-        step = max(1, _BLOCK_BYTES // max(1, n * rows.itemsize))
+        step = max(1, _BLOCK_BYTES // max(1, rows.shape[1] * rows.itemsize))
         blocks = [slice(i, i + step) for i in range(0, rows.shape[0], step)]
         ok = all(_executor().map(run, blocks))
-    if not ok:
-        return None
-    out = out.reshape(*lead, *((1,) * len(axes) if reduce else x.shape[x.ndim - len(axes) :]))
-    if axes != last:
-        out = np.moveaxis(out, last, axes)
-    return out
+    return _from_rows(out, axes, moved, np, reduce=reduce) if ok else None
 
 
 def _np_softmax_rows(x: np.ndarray, out: np.ndarray) -> bool:
@@ -131,7 +152,7 @@ def _np_softmax_rows(x: np.ndarray, out: np.ndarray) -> bool:
     out /= z
     # An infinite maximum leaves NaN in its row sum (so does a NaN input,
     # which the generic path treats the same): hand those back.
-    return not np.isnan(z.sum())
+    return not math.isnan(z.sum())
 
 
 def _np_log_normalizer_rows(x: np.ndarray, shifted: np.ndarray) -> np.ndarray:
@@ -195,10 +216,10 @@ def _torch_has_nan_rows(out: Any, dim: int) -> bool:
     return bool(torch.isnan(out.select(dim, 0)).any())
 
 
-def _torch_call(fn: Any, x: Any, dim: int) -> Any | None:
+def _torch_call(fn: Any, x: Any, dim: int, *, check: bool = True) -> Any | None:
     acc = _torch_acc_dtype(x, x.shape[dim])
     out = fn(x, dim) if acc is None else fn(x, dim, dtype=acc).to(x.dtype)
-    return None if _torch_has_nan_rows(out, dim) else out
+    return None if check and _torch_has_nan_rows(out, dim) else out
 
 
 def cross_entropy(p: Any) -> Array | None:
@@ -223,18 +244,27 @@ def cross_entropy(p: Any) -> Array | None:
     return None if bool(torch.isnan(loss).any()) else loss
 
 
-def np_cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any] | None:
-    """Class-index cross-entropy and/or its gradient on NumPy, or None.
+def fused_cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any] | None:
+    """Class-index cross-entropy and/or its gradient in one fused pass, or None.
 
-    One logits-sized buffer holds ``x - max``, then ``exp``, then the
+    ``p`` is the validated problem of ``_losses``; NumPy and CuPy have such a
+    path.  Returns ``(loss or None, gradient or None)``.
+    """
+    if not (_ENABLED.get() and p.indices is not None and math.prod(p.logits.shape)):
+        return None
+    if isinstance(p.logits, np.ndarray):
+        return _np_cross_entropy(p, loss=loss, grad=grad)
+    if is_cupy_namespace(p.xp):
+        return _cupy_cross_entropy(p, loss=loss, grad=grad)
+    return None
+
+
+def _np_cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any] | None:
+    """NumPy: one logits-sized buffer holds ``x - max``, then ``exp``, then the
     probabilities, then the gradient; everything else is per sample.  The
     math is that of ``_losses`` (torch's semantics), written for few calls
     into NumPy: at batch size 100 the call overhead is the cost.
     """
-    if not (_ENABLED.get() and isinstance(p.logits, np.ndarray) and p.indices is not None):
-        return None
-    if not p.logits.size:
-        return None
     x, ax, n, eps, y = p.logits, p.axis, p.n_classes, p.smoothing, p.indices
     if x.ndim == 2 and ax == 1:
         rows = np.arange(x.shape[0])
@@ -279,9 +309,13 @@ def np_cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any] | Non
         shifted_y = pick(g)
         if eps > 0:
             # A contraction, not (g * w).sum(): no second logits-sized buffer.
-            weighted_shift = (
-                g.sum(axis=ax) if p.weight is None else np.tensordot(g, p.weight, axes=([ax], [0]))
-            )
+            if p.weight is None:
+                weighted_shift = g.sum(axis=ax)
+            else:
+                # A zero weight hides its class, a -inf logit included (0 * -inf is NaN).
+                live = np.flatnonzero(p.weight)
+                g_live = g if live.size == n else g.take(live, axis=ax)
+                weighted_shift = np.tensordot(g_live, p.weight[live], axes=([ax], [0]))
     np.exp(g, out=g)
     z = g.sum(axis=ax, keepdims=True)
     value = None
@@ -384,6 +418,60 @@ def _torch_mean_ce(x: Any, y: Any) -> tuple[Any, Any] | None:
 _NO_INDEX = -(2**63)
 
 
+# --------------------------------------------------------------------- CuPy
+# Fused kernels (``_cupy``): one read pass for the maximum and the sum
+# together (the online-softmax recurrence), one pass to write.  They compute
+# SPEC §3's special rows themselves, so there is no fallback.
+
+
+def _cupy_ok(x: Any, xp: ModuleType, where: Array | None) -> bool:
+    return _active(where) and is_cupy_namespace(xp) and x.dtype.name in ("float32", "float64")
+
+
+def _cupy_call(name: str, x: Any, axes: tuple[int, ...], *, reduce: bool = False) -> Any:
+    import cupy
+
+    from portable_softmax import _cupy
+
+    rows, moved = _to_rows(x, axes, cupy)
+    out = getattr(_cupy, name)(rows)
+    return _from_rows(out, axes, moved, cupy, reduce=reduce)
+
+
+def _cupy_cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any]:
+    import cupy
+
+    from portable_softmax import _cupy
+
+    rows, moved = _to_rows(p.logits, (p.axis,), cupy)
+    w_y, w_sum = p.target_weights
+    factor: Any = 1.0
+    if p.reduction == "mean":
+        # A device scalar, read by the kernel: no synchronisation.
+        factor = cupy.where(w_sum == 0, 0.0, 1.0 / w_sum).astype(rows.dtype)
+    per_sample, g = _cupy.cross_entropy_rows(
+        rows,
+        p.indices.reshape(-1),
+        w_y=w_y.reshape(-1),
+        counted=p.counted.reshape(-1),
+        weight=p.weight,
+        factor=factor,
+        smoothing=p.smoothing,
+        loss=loss,
+        grad=grad,
+    )
+    value = None
+    if loss:
+        value = (
+            per_sample.reshape(p.indices.shape)
+            if p.reduction == "none"
+            else per_sample.sum() * factor
+        )
+    if grad:
+        g = _from_rows(g, (p.axis,), moved, cupy, reduce=False)
+    return value, g
+
+
 # --------------------------------------------------------------------- in place
 
 
@@ -403,37 +491,138 @@ def add_at(a: Array, index: Array, values: Array, axis: int) -> None:
         a.scatter_add_(axis, index, values)
 
 
+# torch.log_softmax computes the maximum's entry as -log(sum): where that entry
+# dominates its row (probability near 1) the log loses its relative accuracy
+# (1e-3 at logits [0, -30]).  Rows whose largest log-probability lies above
+# this bound get that entry again as -log1p(sum of the other terms), as the
+# generic path computes it; elsewhere torch's error is a few ulp.
+_DOMINANT_LOG_PROB = -0.5
+
+
 def _torch_log_softmax(x: Any, dim: int) -> Any | None:
-    # Not torch.log_softmax: its log(sum) loses the relative accuracy of
-    # entries near 0 when one entry dominates (1e-3 at logits [0, -30]).
-    # torch ops in the generic path's log1p form instead, in five passes.
     import torch
 
-    m, top = torch.max(x, dim, keepdim=True)
-    if bool(torch.isinf(m).any()):
+    out = _torch_call(torch.log_softmax, x, dim, check=False)
+    # One reduction over the output checks every row at once (NaN included).
+    if bool(out.max() < _DOMINANT_LOG_PROB):
+        return out
+    top, at = torch.max(out, dim, keepdim=True)
+    if bool(torch.isnan(top).any()):
+        # An infinite maximum or a NaN input: the generic path defines those rows.
         return None
-    shifted = x - m
-    # Zeroing the maximum's term is exact under autograd too: torch.max sends
-    # the gradient to that same index.  In place only where nothing records it.
-    in_place = not (x.requires_grad and torch.is_grad_enabled())
-    e = torch.exp(shifted)
-    e = e.scatter_(dim, top, 0.0) if in_place else e.scatter(dim, top, 0.0)
-    log_z = torch.log1p(e.sum(dim, keepdim=True))
-    return shifted.sub_(log_z) if in_place else shifted - log_z
+    # From x, not from out: x - max is exact where out's rounding is not.
+    e = torch.exp(x - x.gather(dim, at))
+    if x.requires_grad and torch.is_grad_enabled():
+        # Backward reads what exp and log_softmax returned: nothing in place.
+        others = e.scatter(dim, at, 0.0).sum(dim, keepdim=True)
+        return out.scatter(dim, at, _dominant(top, others))
+    others = e.scatter_(dim, at, 0.0).sum(dim, keepdim=True)
+    return out.scatter_(dim, at, _dominant(top, others))
+
+
+def _dominant(top: Any, others: Any) -> Any:
+    import torch
+
+    return torch.where(top > _DOMINANT_LOG_PROB, -torch.log1p(others).to(top.dtype), top)
 
 
 def _torch_logsumexp(x: Any, dim: int) -> Any | None:
-    # The log1p form again (torch.logsumexp's log(sum) is inaccurate where
-    # the result is near 0), in four passes instead of the generic path's ten.
+    # torch.logsumexp defines the special rows as SPEC §3 does.  Its log(sum)
+    # has an absolute error of a few ulp, so only results near 0 (a dominant
+    # entry near 0, say) lose relative accuracy: those take the log1p form.
     import torch
 
-    m, top = torch.max(x, dim, keepdim=True)
-    if bool(torch.isinf(m).any()):
-        return None
-    e = torch.exp(x - m)
+    value = torch.logsumexp(x, dim, keepdim=True)
     in_place = not (x.requires_grad and torch.is_grad_enabled())
+    if not (in_place or bool(torch.isfinite(value).all())):
+        # torch's backward is NaN on those rows; the generic path's is not.
+        return None
+    if not bool((value.abs() < 1.0).any()):
+        return value
+    m, top = torch.max(x, dim, keepdim=True)
+    e = torch.exp(x - m)
+    # Zeroing the maximum's term is exact under autograd too: torch.max sends
+    # the gradient to that same index.
     e = e.scatter_(dim, top, 0.0) if in_place else e.scatter(dim, top, 0.0)
-    return m + torch.log1p(e.sum(dim, keepdim=True))
+    return torch.where(torch.isinf(m), value, m + torch.log1p(e.sum(dim, keepdim=True)))
+
+
+# --------------------------------------------------------------------- JAX
+# XLA's CPU backend compiles jax.nn.softmax (and logsumexp) to single fused
+# kernels; the selects that the generic code needs for SPEC §3 break that
+# pattern (1.2-6x slower).  So jax.nn's computation runs, and a lax.cond --
+# traced, so it holds under jit and vmap -- sends an input that has a row
+# jax.nn gets wrong (NaN for an infinite maximum, a dominant entry's lost
+# relative accuracy) to the generic path.  The derivatives are given in
+# closed form from the final values: differentiating through the cond would
+# multiply a zero cotangent by jax.nn's NaN on the rows it got wrong.
+
+
+@functools.cache
+def _jax_kernels() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    import jax
+    import jax.numpy as jnp
+
+    from portable_softmax import _softmax as generic
+
+    def fallback(name: str, x: Any, axes: tuple[int, ...]) -> Callable[..., Any]:
+        return lambda *_: getattr(generic, name)(x, axes, None, jnp)
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def softmax(x: Any, axes: tuple[int, ...]) -> Any:
+        s = jax.nn.softmax(x, axis=axes)
+        # A finite row gives no NaN; a row with an infinite maximum or a NaN
+        # is NaN throughout, so its first entry tells.  s goes into the cond
+        # as an operand: read there, it leaves jax.nn's fused kernel whole.
+        first = s[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
+        return jax.lax.cond(
+            jnp.any(jnp.isnan(first)), fallback("_softmax", x, axes), lambda s: s, s
+        )
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def log_softmax(x: Any, axes: tuple[int, ...]) -> Any:
+        # jax.nn.log_softmax's steps, so that its row sums are at hand: a sum
+        # below exp(0.5) marks a dominant entry, a NaN sum a special row.
+        shifted = x - jnp.max(x, axis=axes, keepdims=True)
+        total = jnp.sum(jnp.exp(shifted), axis=axes, keepdims=True)
+        return jax.lax.cond(
+            jnp.all(total >= math.exp(-_DOMINANT_LOG_PROB)),
+            lambda shifted, total: shifted - jnp.log(total),
+            fallback("_log_softmax", x, axes),
+            shifted,
+            total,
+        )
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def logsumexp(x: Any, axes: tuple[int, ...]) -> Any:
+        value = jax.nn.logsumexp(x, axis=axes, keepdims=True)
+        # Results near 0 lose relative accuracy in log(sum).
+        return jax.lax.cond(
+            jnp.all(jnp.abs(value) >= 1.0), lambda v: v, fallback("_logsumexp", x, axes), value
+        )
+
+    def sum_along(a: Any, axes: tuple[int, ...]) -> Any:
+        return jnp.sum(a, axis=axes, keepdims=True)
+
+    @softmax.defjvp
+    def _(axes: tuple[int, ...], primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (x,), (dx,) = primals, tangents
+        s = softmax(x, axes)
+        return s, s * (dx - sum_along(s * dx, axes))
+
+    @log_softmax.defjvp
+    def _(axes: tuple[int, ...], primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (x,), (dx,) = primals, tangents
+        return log_softmax(x, axes), dx - sum_along(softmax(x, axes) * dx, axes)
+
+    @logsumexp.defjvp
+    def _(axes: tuple[int, ...], primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (x,), (dx,) = primals, tangents
+        return logsumexp(x, axes), sum_along(softmax(x, axes) * dx, axes)
+
+    # Jitted (the axes static): eagerly, a cond of fresh closures would
+    # compile on every call; this way once per shape and dtype.
+    return tuple(jax.jit(f, static_argnums=1) for f in (softmax, log_softmax, logsumexp))
 
 
 # --------------------------------------------------------------------- dispatch
@@ -443,10 +632,14 @@ def softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType
     """Fast softmax, or None where only the generic path applies."""
     if _numpy_ok(x, xp, where):
         return _np_rows(x, axes, _np_softmax_rows)
+    if _cupy_ok(x, xp, where):
+        return _cupy_call("softmax_rows", x, axes)
     if _torch_ok(xp, axes, where):
         import torch
 
         return _torch_call(torch.softmax, x, axes[0])
+    if _active(where) and is_jax_namespace(xp):
+        return _jax_kernels()[0](x, axes)
     return None
 
 
@@ -456,8 +649,12 @@ def log_softmax(
     """Fast log_softmax, or None where only the generic path applies."""
     if _numpy_ok(x, xp, where):
         return _np_rows(x, axes, _np_log_softmax_rows)
+    if _cupy_ok(x, xp, where):
+        return _cupy_call("log_softmax_rows", x, axes)
     if _torch_ok(xp, axes, where):
         return _torch_log_softmax(x, axes[0])
+    if _active(where) and is_jax_namespace(xp):
+        return _jax_kernels()[1](x, axes)
     return None
 
 
@@ -465,6 +662,10 @@ def logsumexp(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleTy
     """Fast logsumexp (keepdims), or None where only the generic path applies."""
     if _numpy_ok(x, xp, where):
         return _np_rows(x, axes, _np_logsumexp_rows, reduce=True)
+    if _cupy_ok(x, xp, where):
+        return _cupy_call("logsumexp_rows", x, axes, reduce=True)
     if _torch_ok(xp, axes, where):
         return _torch_logsumexp(x, axes[0])
+    if _active(where) and is_jax_namespace(xp):
+        return _jax_kernels()[2](x, axes)
     return None

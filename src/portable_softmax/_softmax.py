@@ -109,6 +109,12 @@ def _log_softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: Modul
     return out if where is None else xp.where(where, out, -math.inf)
 
 
+def _logsumexp(x: Array, axes: tuple[int, ...], where: None, xp: ModuleType) -> Array:
+    # keepdims; `where` and `b` have been folded into x by the caller.
+    shifted, m, m0 = xp_shift(x, axes, xp)
+    return m + xp_log_normalizer(x, shifted, m, m0, axes, xp)
+
+
 def _normalised(x: Any, axis: Axis, where: Any, native: Kernel, generic: Kernel) -> Array:
     """The body of softmax and log_softmax: validate, then the fast path or the generic one."""
     xp, x, (where,) = xp_inputs(x, where)
@@ -262,11 +268,8 @@ def logsumexp(
         value = xp_full_like_reduced(x, axes, -math.inf, xp, keepdims=True)
     elif b is None:
         # x is already masked, so the fast path needs no `where`.
-        if (fast := _native.logsumexp(x, axes, None, xp)) is not None:
-            value = fast
-        else:
-            shifted, m, m0 = xp_shift(x, axes, xp)
-            value = m + xp_log_normalizer(x, shifted, m, m0, axes, xp)
+        if (value := _native.logsumexp(x, axes, None, xp)) is None:
+            value = _logsumexp(x, axes, None, xp)
     else:
         shifted, m, _ = xp_shift(x, axes, xp)
         total = xp.sum(b * xp.exp(shifted), axis=axes, keepdims=True)
