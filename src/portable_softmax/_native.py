@@ -418,6 +418,66 @@ def _torch_mean_ce(x: Any, y: Any) -> tuple[Any, Any] | None:
 _NO_INDEX = -(2**63)
 
 
+# torch.log_softmax computes the maximum's entry as -log(sum): where that entry
+# dominates its row (probability near 1) the log loses its relative accuracy
+# (1e-3 at logits [0, -30]).  Rows whose largest log-probability lies above
+# this bound are computed again in the generic path's log1p form; elsewhere
+# torch's error is a few ulp.
+_DOMINANT_LOG_PROB = -0.5
+
+
+def _torch_log_softmax(x: Any, dim: int) -> Any | None:
+    import torch
+
+    out = _torch_call(torch.log_softmax, x, dim, check=False)
+    top = out.amax(dim)
+    redo = ~(top < _DOMINANT_LOG_PROB)  # a dominant entry, or a NaN row
+    if not bool(redo.any()):
+        return out
+    if bool(torch.isnan(top).any()):
+        # An infinite maximum or a NaN input: the generic path defines those rows.
+        return None
+    fixed = _torch_log1p_rows(x.movedim(dim, -1)[redo])
+    if x.requires_grad and torch.is_grad_enabled():
+        # torch.log_softmax's backward reads its output: nothing in place.
+        return out.movedim(dim, -1).index_put((redo,), fixed).movedim(-1, dim)
+    out.movedim(dim, -1)[redo] = fixed.to(out.dtype)
+    return out
+
+
+def _torch_log1p_rows(x: Any) -> Any:
+    """log_softmax of the rows of ``x`` (last axis) in the log1p form, finite maxima only."""
+    import torch
+
+    m, top = torch.max(x, -1, keepdim=True)
+    shifted = x - m
+    # Zeroing the maximum's term is exact under autograd too: torch.max sends
+    # the gradient to that same index.
+    rest = torch.exp(shifted).scatter(-1, top, 0.0).sum(-1, keepdim=True)
+    return shifted - torch.log1p(rest)
+
+
+def _torch_logsumexp(x: Any, dim: int) -> Any | None:
+    # torch.logsumexp defines the special rows as SPEC §3 does.  Its log(sum)
+    # has an absolute error of a few ulp, so only results near 0 (a dominant
+    # entry near 0, say) lose relative accuracy: those take the log1p form.
+    import torch
+
+    value = torch.logsumexp(x, dim, keepdim=True)
+    in_place = not (x.requires_grad and torch.is_grad_enabled())
+    if not (in_place or bool(torch.isfinite(value).all())):
+        # torch's backward is NaN on those rows; the generic path's is not.
+        return None
+    if not bool((value.abs() < 1.0).any()):
+        return value
+    m, top = torch.max(x, dim, keepdim=True)
+    e = torch.exp(x - m)
+    # Zeroing the maximum's term is exact under autograd too: torch.max sends
+    # the gradient to that same index.
+    e = e.scatter_(dim, top, 0.0) if in_place else e.scatter(dim, top, 0.0)
+    return torch.where(torch.isinf(m), value, m + torch.log1p(e.sum(dim, keepdim=True)))
+
+
 # --------------------------------------------------------------------- CuPy
 # Fused kernels (``_cupy``): one read pass for the maximum and the sum
 # together (the online-softmax recurrence), one pass to write.  They compute
@@ -472,81 +532,6 @@ def _cupy_cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any]:
     return value, g
 
 
-# --------------------------------------------------------------------- in place
-
-
-def writable(a: Array) -> bool:
-    """True for an array this process may update in place with :func:`add_at`."""
-    if isinstance(a, np.ndarray):
-        return a.flags.writeable
-    return type(a).__module__.startswith("torch") and not a.requires_grad
-
-
-def add_at(a: Array, index: Array, values: Array, axis: int) -> None:
-    """``a[..., index, ...] += values`` along ``axis``, in place (NumPy, PyTorch)."""
-    if isinstance(a, np.ndarray):
-        picked = np.take_along_axis(a, index, axis=axis)
-        np.put_along_axis(a, index, picked + values, axis=axis)
-    else:
-        a.scatter_add_(axis, index, values)
-
-
-# torch.log_softmax computes the maximum's entry as -log(sum): where that entry
-# dominates its row (probability near 1) the log loses its relative accuracy
-# (1e-3 at logits [0, -30]).  Rows whose largest log-probability lies above
-# this bound get that entry again as -log1p(sum of the other terms), as the
-# generic path computes it; elsewhere torch's error is a few ulp.
-_DOMINANT_LOG_PROB = -0.5
-
-
-def _torch_log_softmax(x: Any, dim: int) -> Any | None:
-    import torch
-
-    out = _torch_call(torch.log_softmax, x, dim, check=False)
-    # One reduction over the output checks every row at once (NaN included).
-    if bool(out.max() < _DOMINANT_LOG_PROB):
-        return out
-    top, at = torch.max(out, dim, keepdim=True)
-    if bool(torch.isnan(top).any()):
-        # An infinite maximum or a NaN input: the generic path defines those rows.
-        return None
-    # From x, not from out: x - max is exact where out's rounding is not.
-    e = torch.exp(x - x.gather(dim, at))
-    if x.requires_grad and torch.is_grad_enabled():
-        # Backward reads what exp and log_softmax returned: nothing in place.
-        others = e.scatter(dim, at, 0.0).sum(dim, keepdim=True)
-        return out.scatter(dim, at, _dominant(top, others))
-    others = e.scatter_(dim, at, 0.0).sum(dim, keepdim=True)
-    return out.scatter_(dim, at, _dominant(top, others))
-
-
-def _dominant(top: Any, others: Any) -> Any:
-    import torch
-
-    return torch.where(top > _DOMINANT_LOG_PROB, -torch.log1p(others).to(top.dtype), top)
-
-
-def _torch_logsumexp(x: Any, dim: int) -> Any | None:
-    # torch.logsumexp defines the special rows as SPEC §3 does.  Its log(sum)
-    # has an absolute error of a few ulp, so only results near 0 (a dominant
-    # entry near 0, say) lose relative accuracy: those take the log1p form.
-    import torch
-
-    value = torch.logsumexp(x, dim, keepdim=True)
-    in_place = not (x.requires_grad and torch.is_grad_enabled())
-    if not (in_place or bool(torch.isfinite(value).all())):
-        # torch's backward is NaN on those rows; the generic path's is not.
-        return None
-    if not bool((value.abs() < 1.0).any()):
-        return value
-    m, top = torch.max(x, dim, keepdim=True)
-    e = torch.exp(x - m)
-    # Zeroing the maximum's term is exact under autograd too: torch.max sends
-    # the gradient to that same index.
-    e = e.scatter_(dim, top, 0.0) if in_place else e.scatter(dim, top, 0.0)
-    return torch.where(torch.isinf(m), value, m + torch.log1p(e.sum(dim, keepdim=True)))
-
-
 # --------------------------------------------------------------------- JAX
 # XLA's CPU backend compiles jax.nn.softmax (and logsumexp) to single fused
 # kernels; the selects that the generic code needs for SPEC §3 break that
@@ -581,16 +566,26 @@ def _jax_kernels() -> tuple[Callable[..., Any], Callable[..., Any], Callable[...
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
     def log_softmax(x: Any, axes: tuple[int, ...]) -> Any:
-        # jax.nn.log_softmax's steps, so that its row sums are at hand: a sum
-        # below exp(0.5) marks a dominant entry, a NaN sum a special row.
+        # jax.nn.log_softmax's steps, plus the sum without the maximum's 1
+        # (a second reduction over the same exps, fused with the first): a
+        # row with a dominant entry (a total below exp(0.5), so no ties)
+        # takes log1p of it.  A NaN total marks a special row.
         shifted = x - jnp.max(x, axis=axes, keepdims=True)
-        total = jnp.sum(jnp.exp(shifted), axis=axes, keepdims=True)
+        e = jnp.exp(shifted)
+        total = jnp.sum(e, axis=axes, keepdims=True)
+        rest = jnp.sum(jnp.where(shifted == 0, 0.0, e), axis=axes, keepdims=True)
+
+        def fast(shifted: Any, total: Any, rest: Any) -> Any:
+            dominant = total < math.exp(-_DOMINANT_LOG_PROB)
+            return shifted - jnp.where(dominant, jnp.log1p(rest), jnp.log(total))
+
         return jax.lax.cond(
-            jnp.all(total >= math.exp(-_DOMINANT_LOG_PROB)),
-            lambda shifted, total: shifted - jnp.log(total),
+            jnp.any(jnp.isnan(total)),
             fallback("_log_softmax", x, axes),
+            fast,
             shifted,
             total,
+            rest,
         )
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -623,6 +618,25 @@ def _jax_kernels() -> tuple[Callable[..., Any], Callable[..., Any], Callable[...
     # Jitted (the axes static): eagerly, a cond of fresh closures would
     # compile on every call; this way once per shape and dtype.
     return tuple(jax.jit(f, static_argnums=1) for f in (softmax, log_softmax, logsumexp))
+
+
+# --------------------------------------------------------------------- in place
+
+
+def writable(a: Array) -> bool:
+    """True for an array this process may update in place with :func:`add_at`."""
+    if isinstance(a, np.ndarray):
+        return a.flags.writeable
+    return type(a).__module__.startswith("torch") and not a.requires_grad
+
+
+def add_at(a: Array, index: Array, values: Array, axis: int) -> None:
+    """``a[..., index, ...] += values`` along ``axis``, in place (NumPy, PyTorch)."""
+    if isinstance(a, np.ndarray):
+        picked = np.take_along_axis(a, index, axis=axis)
+        np.put_along_axis(a, index, picked + values, axis=axis)
+    else:
+        a.scatter_add_(axis, index, values)
 
 
 # --------------------------------------------------------------------- dispatch
