@@ -537,10 +537,11 @@ def _cupy_cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any]:
 # kernels; the selects that the generic code needs for SPEC §3 break that
 # pattern (1.2-6x slower).  So jax.nn's computation runs, and a lax.cond --
 # traced, so it holds under jit and vmap -- sends an input that has a row
-# jax.nn gets wrong (NaN for an infinite maximum, a dominant entry's lost
-# relative accuracy) to the generic path.  The derivatives are given in
-# closed form from the final values: differentiating through the cond would
-# multiply a zero cotangent by jax.nn's NaN on the rows it got wrong.
+# jax.nn gets wrong (NaN for an infinite maximum; for logsumexp, a result
+# near 0 that lost its relative accuracy) to the generic path.  The
+# derivatives are given in closed form from the final values: differentiating
+# through the cond would multiply a zero cotangent by jax.nn's NaN on the
+# rows it got wrong.
 
 
 @functools.cache
@@ -567,9 +568,9 @@ def _jax_kernels() -> tuple[Callable[..., Any], Callable[..., Any], Callable[...
     @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
     def log_softmax(x: Any, axes: tuple[int, ...]) -> Any:
         # jax.nn.log_softmax's steps, plus the sum without the maximum's 1
-        # (a second reduction over the same exps, fused with the first): a
-        # row with a dominant entry (a total below exp(0.5), so no ties)
-        # takes log1p of it.  A NaN total marks a special row.
+        # (a second reduction over the same exps): a row with a dominant
+        # entry (a total below exp(0.5), so no ties) takes log1p of it.  A
+        # NaN total marks a special row.
         shifted = x - jnp.max(x, axis=axes, keepdims=True)
         e = jnp.exp(shifted)
         total = jnp.sum(e, axis=axes, keepdims=True)
