@@ -497,7 +497,26 @@ class _GuardedNumPy:
                 assert (zone == fill).all(), "a kernel wrote outside its arrays"
 
 
-class Emulated:
+class _Kernels:
+    """The four ``_cupy`` entry points through ``self._call`` (NumPy in, NumPy out)."""
+
+    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def softmax(self, x: np.ndarray) -> np.ndarray:
+        return self._call(_cupy.softmax_rows, x)
+
+    def log_softmax(self, x: np.ndarray) -> np.ndarray:
+        return self._call(_cupy.log_softmax_rows, x)
+
+    def logsumexp(self, x: np.ndarray) -> np.ndarray:
+        return self._call(_cupy.logsumexp_rows, x)
+
+    def cross_entropy(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
+        return self._call(_cupy.cross_entropy_rows, x, y, **kwargs)
+
+
+class Emulated(_Kernels):
     """The public ``_cupy`` functions, NumPy arrays standing in for CuPy's."""
 
     name = "emulated"
@@ -519,20 +538,8 @@ class Emulated:
         self.np.check_guards()
         return out
 
-    def softmax(self, x: np.ndarray) -> np.ndarray:
-        return self._call(_cupy.softmax_rows, x)
 
-    def log_softmax(self, x: np.ndarray) -> np.ndarray:
-        return self._call(_cupy.log_softmax_rows, x)
-
-    def logsumexp(self, x: np.ndarray) -> np.ndarray:
-        return self._call(_cupy.logsumexp_rows, x)
-
-    def cross_entropy(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
-        return self._call(_cupy.cross_entropy_rows, x, y, **kwargs)
-
-
-class Device:
+class Device(_Kernels):
     """The kernels on the GPU: NumPy in, NumPy out."""
 
     name = "cupy"
@@ -554,18 +561,6 @@ class Device:
         if isinstance(out, tuple):
             return tuple(None if o is None else o.get() for o in out)
         return out.get()
-
-    def softmax(self, x: np.ndarray) -> np.ndarray:
-        return self._call(_cupy.softmax_rows, x)
-
-    def log_softmax(self, x: np.ndarray) -> np.ndarray:
-        return self._call(_cupy.log_softmax_rows, x)
-
-    def logsumexp(self, x: np.ndarray) -> np.ndarray:
-        return self._call(_cupy.logsumexp_rows, x)
-
-    def cross_entropy(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
-        return self._call(_cupy.cross_entropy_rows, x, y, **kwargs)
 
 
 @pytest.fixture(params=["model", "emulated", "cupy"])
