@@ -409,7 +409,7 @@ def cross_entropy_rows(
 
     With ``C = n`` classes, ``eps = smoothing``, ``w_all = sum(weight)``
     (``C`` without weights), ``shifted = x - max`` and ``log Z = log1p(T)``
-    per row, the kernel computes what ``_np_cross_entropy`` in ``_native``
+    per row, the kernel computes what ``cross_entropy`` in ``_native_numpy``
     computes::
 
         loss_i = (1 - eps) * (w_y == 0 ? 0 : w_y * (log Z - shifted_y))

@@ -1,0 +1,99 @@
+"""JAX fast paths: ``jax.nn`` behind a traced guard.
+
+XLA's CPU backend compiles jax.nn.softmax (and logsumexp) to single fused
+kernels; the selects that the generic code needs for SPEC §3 break that
+pattern (1.2-6x slower).  So jax.nn's computation runs, and a lax.cond --
+traced, so it holds under jit and vmap -- sends an input that has a row
+jax.nn gets wrong (NaN for an infinite maximum; for logsumexp, a result
+near 0 that lost its relative accuracy) to the generic path.  The
+derivatives are given in closed form from the final values: differentiating
+through the cond would multiply a zero cotangent by jax.nn's NaN on the
+rows it got wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+from portable_softmax._native import DOMINANT_LOG_PROB
+
+
+@functools.cache
+def kernels() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """``(softmax, log_softmax, logsumexp)`` of ``(x, axes)``, built once (keepdims)."""
+    import jax
+    import jax.numpy as jnp
+
+    from portable_softmax import _softmax as generic
+
+    def fallback(name: str, x: Any, axes: tuple[int, ...]) -> Callable[..., Any]:
+        return lambda *_: getattr(generic, name)(x, axes, None, jnp)
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def softmax(x: Any, axes: tuple[int, ...]) -> Any:
+        s = jax.nn.softmax(x, axis=axes)
+        # A finite row gives no NaN; a row with an infinite maximum or a NaN
+        # is NaN throughout, so its first entry tells.  s goes into the cond
+        # as an operand: read there, it leaves jax.nn's fused kernel whole.
+        first = s[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
+        return jax.lax.cond(
+            jnp.any(jnp.isnan(first)), fallback("_softmax", x, axes), lambda s: s, s
+        )
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def log_softmax(x: Any, axes: tuple[int, ...]) -> Any:
+        # jax.nn.log_softmax's steps, plus the sum without the maximum's 1
+        # (a second reduction over the same exps): a row with a dominant
+        # entry (a total below exp(0.5), so no ties) takes log1p of it.  A
+        # NaN total marks a special row.
+        shifted = x - jnp.max(x, axis=axes, keepdims=True)
+        e = jnp.exp(shifted)
+        total = jnp.sum(e, axis=axes, keepdims=True)
+        rest = jnp.sum(jnp.where(shifted == 0, 0.0, e), axis=axes, keepdims=True)
+
+        def fast(shifted: Any, total: Any, rest: Any) -> Any:
+            dominant = total < math.exp(-DOMINANT_LOG_PROB)
+            return shifted - jnp.where(dominant, jnp.log1p(rest), jnp.log(total))
+
+        return jax.lax.cond(
+            jnp.any(jnp.isnan(total)),
+            fallback("_log_softmax", x, axes),
+            fast,
+            shifted,
+            total,
+            rest,
+        )
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def logsumexp(x: Any, axes: tuple[int, ...]) -> Any:
+        value = jax.nn.logsumexp(x, axis=axes, keepdims=True)
+        # Results near 0 lose relative accuracy in log(sum).
+        return jax.lax.cond(
+            jnp.all(jnp.abs(value) >= 1.0), lambda v: v, fallback("_logsumexp", x, axes), value
+        )
+
+    def sum_along(a: Any, axes: tuple[int, ...]) -> Any:
+        return jnp.sum(a, axis=axes, keepdims=True)
+
+    @softmax.defjvp
+    def _(axes: tuple[int, ...], primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (x,), (dx,) = primals, tangents
+        s = softmax(x, axes)
+        return s, s * (dx - sum_along(s * dx, axes))
+
+    @log_softmax.defjvp
+    def _(axes: tuple[int, ...], primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (x,), (dx,) = primals, tangents
+        return log_softmax(x, axes), dx - sum_along(softmax(x, axes) * dx, axes)
+
+    @logsumexp.defjvp
+    def _(axes: tuple[int, ...], primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (x,), (dx,) = primals, tangents
+        return logsumexp(x, axes), sum_along(softmax(x, axes) * dx, axes)
+
+    # Jitted (the axes static): eagerly, a cond of fresh closures would
+    # compile on every call; this way once per shape and dtype.
+    return tuple(jax.jit(f, static_argnums=1) for f in (softmax, log_softmax, logsumexp))

@@ -1,0 +1,155 @@
+"""PyTorch fast paths: torch's fused kernels, guarded where they lose accuracy.
+
+torch.log_softmax computes the maximum's entry as -log(sum): where that entry
+dominates its row (probability near 1) the log loses its relative accuracy
+(1e-3 at logits [0, -30]).  Rows whose largest log-probability lies above
+``DOMINANT_LOG_PROB`` are computed again in the generic path's log1p form;
+elsewhere torch's error is a few ulp.  Rows that torch's kernels return as
+NaN (an infinite maximum) go back to the generic path, which defines them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portable_softmax._native import DOMINANT_LOG_PROB
+
+# torch's fused CPU/CUDA kernels; float32 rows longer than this are computed in
+# float64, because torch's float32 accumulation drifts (relative error 2e-6 at
+# 32000 entries, 1e-5 at 1e5, 2e-4 at 1e6) beyond the accuracy the generic
+# path keeps.
+_TORCH_F32_MAX_ROW = 32768
+
+
+def acc_dtype(x: Any, n: int) -> Any:
+    import torch
+
+    return torch.float64 if x.dtype == torch.float32 and n > _TORCH_F32_MAX_ROW else None
+
+
+def _has_nan_rows(out: Any, dim: int) -> bool:
+    # A row with an infinite maximum comes back NaN throughout, so its first
+    # entry tells; NaN inputs give the same, and the generic path keeps them NaN.
+    import torch
+
+    return bool(torch.isnan(out.select(dim, 0)).any())
+
+
+def call(fn: Any, x: Any, dim: int, *, check: bool = True) -> Any | None:
+    """``fn(x, dim)`` at the accumulation dtype; None for NaN rows when ``check``."""
+    acc = acc_dtype(x, x.shape[dim])
+    out = fn(x, dim) if acc is None else fn(x, dim, dtype=acc).to(x.dtype)
+    return None if check and _has_nan_rows(out, dim) else out
+
+
+def softmax(x: Any, dim: int) -> Any | None:
+    import torch
+
+    return call(torch.softmax, x, dim)
+
+
+def cross_entropy(p: Any) -> Any | None:
+    """``F.cross_entropy`` for class-index targets on PyTorch, or None.
+
+    ``p`` is the validated problem of ``_losses``.  Ignored samples are
+    marked with torch's own ``ignore_index``; a NaN result (an infinite
+    logit, a zero weight against a ``-inf`` log-probability, a mean over
+    nothing) goes back to the generic path, which defines those cases.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = p.logits if p.logits.ndim == 1 else torch.movedim(p.logits, p.axis, 1)
+    target = torch.where(p.counted, p.indices, -100)
+    loss = F.cross_entropy(
+        x, target, weight=p.weight, ignore_index=-100, reduction=p.reduction,
+        label_smoothing=p.smoothing,
+    )  # fmt: skip
+    return None if bool(torch.isnan(loss).any()) else loss
+
+
+def mean_cross_entropy(x: Any, y: Any) -> tuple[Any, Any] | None:
+    import torch
+    import torch.nn.functional as F
+
+    if x.ndim != 2 or not x.dtype.is_floating_point or x.dtype in (torch.float16, torch.bfloat16):
+        return None
+    if x.requires_grad and torch.is_grad_enabled():
+        return None
+    n, c = x.shape
+    if y.shape != (n,) or y.dtype.is_floating_point or y.dtype == torch.bool or n == 0 or c == 0:
+        return None
+    y = y.long()
+    if x.device.type != "cpu":
+        # On a GPU an out-of-range target is a device-side assert: check first.
+        lo, hi = torch.aminmax(y)
+        if bool((lo < 0) | (hi >= c)):
+            return None
+    try:
+        # No index is ignored here (torch's default -100 would silently be);
+        # on the CPU torch raises for a target outside [0, c).
+        loss = F.cross_entropy(x, y, ignore_index=_NO_INDEX)
+    except (IndexError, RuntimeError):
+        return None
+    # An infinite maximum or a NaN makes its row, hence the mean, NaN.
+    if bool(torch.isnan(loss)):
+        return None
+    acc = acc_dtype(x, c)
+    s = torch.softmax(x, 1) if acc is None else torch.softmax(x, 1, dtype=acc).to(x.dtype)
+    s.div_(n)[torch.arange(n, device=x.device), y] -= 1.0 / n
+    return loss, s
+
+
+_NO_INDEX = -(2**63)
+
+
+def log_softmax(x: Any, dim: int) -> Any | None:
+    import torch
+
+    out = call(torch.log_softmax, x, dim, check=False)
+    top = out.amax(dim)
+    redo = ~(top < DOMINANT_LOG_PROB)  # a dominant entry, or a NaN row
+    if not bool(redo.any()):
+        return out
+    if bool(torch.isnan(top).any()):
+        # An infinite maximum or a NaN input: the generic path defines those rows.
+        return None
+    fixed = _log1p_rows(x.movedim(dim, -1)[redo])
+    if x.requires_grad and torch.is_grad_enabled():
+        # torch.log_softmax's backward reads its output: nothing in place.
+        return out.movedim(dim, -1).index_put((redo,), fixed).movedim(-1, dim)
+    out.movedim(dim, -1)[redo] = fixed.to(out.dtype)
+    return out
+
+
+def _log1p_rows(x: Any) -> Any:
+    """log_softmax of the rows of ``x`` (last axis) in the log1p form, finite maxima only."""
+    import torch
+
+    m, top = torch.max(x, -1, keepdim=True)
+    shifted = x - m
+    # Zeroing the maximum's term is exact under autograd too: torch.max sends
+    # the gradient to that same index.
+    rest = torch.exp(shifted).scatter(-1, top, 0.0).sum(-1, keepdim=True)
+    return shifted - torch.log1p(rest)
+
+
+def logsumexp(x: Any, dim: int) -> Any | None:
+    # torch.logsumexp defines the special rows as SPEC §3 does.  Its log(sum)
+    # has an absolute error of a few ulp, so only results near 0 (a dominant
+    # entry near 0, say) lose relative accuracy: those take the log1p form.
+    import torch
+
+    value = torch.logsumexp(x, dim, keepdim=True)
+    in_place = not (x.requires_grad and torch.is_grad_enabled())
+    if not (in_place or bool(torch.isfinite(value).all())):
+        # torch's backward is NaN on those rows; the generic path's is not.
+        return None
+    if not bool((value.abs() < 1.0).any()):
+        return value
+    m, top = torch.max(x, dim, keepdim=True)
+    e = torch.exp(x - m)
+    # Zeroing the maximum's term is exact under autograd too: torch.max sends
+    # the gradient to that same index.
+    e = e.scatter_(dim, top, 0.0) if in_place else e.scatter(dim, top, 0.0)
+    return torch.where(torch.isinf(m), value, m + torch.log1p(e.sum(dim, keepdim=True)))
