@@ -124,14 +124,23 @@ def log_softmax(x: Any, dim: int) -> Any | None:
 
 def _log1p_rows(x: Any) -> Any:
     """log_softmax of the rows of ``x`` (last axis) in the log1p form, finite maxima only."""
+    _, shifted, log_z = _shift_and_log_z(x, -1)
+    return shifted - log_z
+
+
+def _shift_and_log_z(x: Any, dim: int) -> tuple[Any, Any, Any]:
+    """``max``, ``x - max`` and ``log(sum(exp(x - max)))`` along ``dim`` (keepdims).
+
+    The maximum's term is taken out of the sum and its 1 put back by log1p,
+    which keeps a result near 0 accurate.  Zeroing that term is exact under
+    autograd too: torch.max sends the gradient to the same index.
+    """
     import torch
 
-    m, top = torch.max(x, -1, keepdim=True)
+    m, top = torch.max(x, dim, keepdim=True)
     shifted = x - m
-    # Zeroing the maximum's term is exact under autograd too: torch.max sends
-    # the gradient to that same index.
-    rest = torch.exp(shifted).scatter(-1, top, 0.0).sum(-1, keepdim=True)
-    return shifted - torch.log1p(rest)
+    rest = torch.exp(shifted).scatter(dim, top, 0.0).sum(dim, keepdim=True)
+    return m, shifted, torch.log1p(rest)
 
 
 def logsumexp(x: Any, dim: int) -> Any | None:
@@ -141,15 +150,10 @@ def logsumexp(x: Any, dim: int) -> Any | None:
     import torch
 
     value = torch.logsumexp(x, dim, keepdim=True)
-    in_place = not (x.requires_grad and torch.is_grad_enabled())
-    if not (in_place or bool(torch.isfinite(value).all())):
+    if x.requires_grad and torch.is_grad_enabled() and not bool(torch.isfinite(value).all()):
         # torch's backward is NaN on those rows; the generic path's is not.
         return None
     if not bool((value.abs() < 1.0).any()):
         return value
-    m, top = torch.max(x, dim, keepdim=True)
-    e = torch.exp(x - m)
-    # Zeroing the maximum's term is exact under autograd too: torch.max sends
-    # the gradient to that same index.
-    e = e.scatter_(dim, top, 0.0) if in_place else e.scatter(dim, top, 0.0)
-    return torch.where(torch.isinf(m), value, m + torch.log1p(e.sum(dim, keepdim=True)))
+    m, _, log_z = _shift_and_log_z(x, dim)
+    return torch.where(torch.isinf(m), value, m + log_z)
