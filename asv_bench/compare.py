@@ -7,8 +7,10 @@ their prepared, warmed-up and synchronised calls), times each with
     | benchmark | params | ours | reference | ratio |
 
 ``ratio`` is ours / reference: below 1 we are faster.  Each time is the
-median of ``--repeat`` samples of ``number`` calls, ``number`` chosen so that
-a sample lasts at least ``--min-sample`` seconds (as asv does).
+median (or, with ``--stat min``, the least) of ``--repeat`` samples of
+``number`` calls, ``number`` chosen so that a sample lasts at least
+``--min-sample`` seconds (as asv does).  The samples of ours and of the
+reference alternate, so that a slow spell of a shared machine falls on both.
 
 Examples
 --------
@@ -44,7 +46,11 @@ from benchmarks.common import SHAPES, SkipNotImplemented  # noqa: E402
 
 # name -> (class, method timing ours, reference name per library)
 REFERENCES = {
-    "softmax": {"numpy": "scipy.special.softmax", "torch": "torch.softmax", "jax": "jax.nn.softmax"},
+    "softmax": {
+        "numpy": "scipy.special.softmax",
+        "torch": "torch.softmax",
+        "jax": "jax.nn.softmax",
+    },
     "log_softmax": {
         "numpy": "scipy.special.log_softmax",
         "torch": "torch.log_softmax",
@@ -90,16 +96,30 @@ CLASSES = {
 TRAIN_REFERENCES = {"numpy": "numpy-loop", "torch:cpu": "torch-nn"}
 
 
-def measure(call: Callable[[], Any], repeat: int, min_sample: float) -> float:
-    """Median seconds per call."""
+STATS = {"median": statistics.median, "min": min}
+
+
+def calibrate(call: Callable[[], Any], min_sample: float) -> int:
+    """The number of calls that makes a sample last at least ``min_sample`` seconds."""
     number = 1
     while True:
         t = timeit.timeit(call, number=number)
         if t >= min_sample or number >= 1 << 20:
-            break
+            return number
         number *= max(2, min(10, math.ceil(min_sample / max(t, 1e-9))))
-    samples = [t / number] + [timeit.timeit(call, number=number) / number for _ in range(repeat - 1)]
-    return statistics.median(samples)
+
+
+def measure_pair(
+    calls: list[Callable[[], Any] | None], repeat: int, min_sample: float, stat: str
+) -> list[float | None]:
+    """Seconds per call of each of ``calls`` (None stays None), samples interleaved."""
+    numbers = [None if c is None else calibrate(c, min_sample) for c in calls]
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeat):
+        for call, number, out in zip(calls, numbers, samples, strict=True):
+            if call is not None:
+                out.append(timeit.timeit(call, number=number) / number)
+    return [STATS[stat](s) if s else None for s in samples]
 
 
 def fmt_time(t: float | None) -> str:
@@ -111,21 +131,23 @@ def fmt_time(t: float | None) -> str:
     return f"{t / 1e-9:.3g} ns"
 
 
-def run_pair(bench: Any, ours_method: str, params: tuple, repeat: int, min_sample: float):
+def run_pair(bench: Any, ours_method: str, params: tuple, repeat: int, min_sample: float,
+             stat: str):  # fmt: skip
     """(ours, reference) seconds for one parameter combination; None where skipped."""
     try:
         bench.setup(*params)
     except SkipNotImplemented:
         return None, None
-    out = []
+    calls = []
     for name in (ours_method, "time_reference"):
         method = getattr(bench, name)
         try:
             method(*params)  # one untimed call: raises SkipNotImplemented where skipped
         except SkipNotImplemented:
-            out.append(None)
+            calls.append(None)
             continue
-        out.append(measure(lambda m=method: m(*params), repeat, min_sample))
+        calls.append(lambda m=method: m(*params))
+    out = measure_pair(calls, repeat, min_sample, stat)
     for attr in ("x", "v", "z", "y", "ours", "ref", "fused"):
         bench.__dict__.pop(attr, None)  # free memory before the next shape
     return tuple(out)
@@ -156,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-train", action="store_true", help="skip the MNIST training runs")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--min-sample", type=float, default=0.05)
+    parser.add_argument(
+        "--stat", choices=sorted(STATS), default="median",
+        help="statistic of the samples (min resists a noisy machine)",
+    )  # fmt: skip
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument(
         "--threads", help="PyTorch intra-op threads (default 1: see benchmarks/common.py)"
@@ -175,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             for shape in shapes:
                 for dtype in dtypes:
                     ours, ref = run_pair(
-                        cls(), method, (backend, shape, dtype), args.repeat, args.min_sample
-                    )
+                        cls(), method, (backend, shape, dtype), args.repeat, args.min_sample,
+                        args.stat,
+                    )  # fmt: skip
                     if ours is None and ref is None:
                         continue
                     rows.append(
@@ -199,10 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 ours_b = bench_train.Train()
                 ours_b.setup(backend)
-                ours = measure(ours_b.run, max(1, args.repeat // 2), 0.0)
                 ref_b = bench_train.TrainReference()
                 ref_b.setup(ref_name)
-                ref = measure(ref_b.run, max(1, args.repeat // 2), 0.0)
+                ours, ref = measure_pair([ours_b.run, ref_b.run], args.repeat, 0.0, args.stat)
             except SkipNotImplemented as exc:
                 print(f"  train {backend}: skipped ({exc})", file=sys.stderr)
                 continue
@@ -221,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = os.environ.get("PORTABLE_SOFTMAX_BENCH_THREADS", "default")
     print(f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"torch threads: {threads}\n")
+          f"torch threads: {threads}, {args.stat} of {args.repeat} interleaved samples\n")
     print("| benchmark | params | ours | reference | ratio |")
     print("| --- | --- | ---: | ---: | ---: |")
     for r in rows:

@@ -22,7 +22,7 @@ from typing import Any
 
 import portable_softmax as ps
 
-from .common import DTYPES, SHAPES, BACKENDS, SkipNotImplemented, XPBenchmark, random_logits
+from .common import BACKENDS, DTYPES, SHAPES, SkipNotImplemented, XPBenchmark, random_logits
 
 
 def reference(kind: str, lib: str) -> Any:
