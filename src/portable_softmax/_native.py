@@ -146,69 +146,46 @@ def add_at(a: Array, index: Array, values: Array, axis: int) -> None:
 # from here, and none is needed by a process that never hands us its arrays.
 
 
-def softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array | None:
-    """Fast softmax, or None where only the generic path applies."""
+def _rows_kernel(
+    name: str, x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType, *,
+    reduce: bool = False,
+) -> Array | None:  # fmt: skip
+    """``name`` (softmax, log_softmax, logsumexp) by the fast path of ``x``'s backend, or None."""
     if _numpy_ok(x, xp, where):
         from portable_softmax import _native_numpy
 
-        return _native_numpy.blocked(x, axes, _native_numpy.softmax_rows)
+        kernel = getattr(_native_numpy, f"{name}_rows")
+        return _native_numpy.blocked(x, axes, kernel, reduce=reduce)
     if _cupy_ok(x, xp, where):
         from portable_softmax import _native_cupy
 
-        return _native_cupy.call("softmax_rows", x, axes)
+        return _native_cupy.call(f"{name}_rows", x, axes, reduce=reduce)
     if _torch_ok(xp, axes, where):
         from portable_softmax import _native_torch
 
-        return _native_torch.softmax(x, axes[0])
+        return getattr(_native_torch, name)(x, axes[0])
     if _jax_ok(xp, where):
         from portable_softmax import _native_jax
 
-        return _native_jax.kernels()[0](x, axes)
+        return _native_jax.kernels()[name](x, axes)
     return None
+
+
+def softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array | None:
+    """Fast softmax, or None where only the generic path applies."""
+    return _rows_kernel("softmax", x, axes, where, xp)
 
 
 def log_softmax(
     x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType
 ) -> Array | None:
     """Fast log_softmax, or None where only the generic path applies."""
-    if _numpy_ok(x, xp, where):
-        from portable_softmax import _native_numpy
-
-        return _native_numpy.blocked(x, axes, _native_numpy.log_softmax_rows)
-    if _cupy_ok(x, xp, where):
-        from portable_softmax import _native_cupy
-
-        return _native_cupy.call("log_softmax_rows", x, axes)
-    if _torch_ok(xp, axes, where):
-        from portable_softmax import _native_torch
-
-        return _native_torch.log_softmax(x, axes[0])
-    if _jax_ok(xp, where):
-        from portable_softmax import _native_jax
-
-        return _native_jax.kernels()[1](x, axes)
-    return None
+    return _rows_kernel("log_softmax", x, axes, where, xp)
 
 
 def logsumexp(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array | None:
     """Fast logsumexp (keepdims), or None where only the generic path applies."""
-    if _numpy_ok(x, xp, where):
-        from portable_softmax import _native_numpy
-
-        return _native_numpy.blocked(x, axes, _native_numpy.logsumexp_rows, reduce=True)
-    if _cupy_ok(x, xp, where):
-        from portable_softmax import _native_cupy
-
-        return _native_cupy.call("logsumexp_rows", x, axes, reduce=True)
-    if _torch_ok(xp, axes, where):
-        from portable_softmax import _native_torch
-
-        return _native_torch.logsumexp(x, axes[0])
-    if _jax_ok(xp, where):
-        from portable_softmax import _native_jax
-
-        return _native_jax.kernels()[2](x, axes)
-    return None
+    return _rows_kernel("logsumexp", x, axes, where, xp, reduce=True)
 
 
 def cross_entropy(p: Any) -> Array | None:

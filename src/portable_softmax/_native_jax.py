@@ -22,8 +22,8 @@ from portable_softmax._native import DOMINANT_LOG_PROB
 
 
 @functools.cache
-def kernels() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-    """``(softmax, log_softmax, logsumexp)`` of ``(x, axes)``, built once (keepdims)."""
+def kernels() -> dict[str, Callable[..., Any]]:
+    """softmax, log_softmax and logsumexp of ``(x, axes)`` by name, built once (keepdims)."""
     import jax
     import jax.numpy as jnp
 
@@ -96,4 +96,4 @@ def kernels() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any
 
     # Jitted (the axes static): eagerly, a cond of fresh closures would
     # compile on every call; this way once per shape and dtype.
-    return tuple(jax.jit(f, static_argnums=1) for f in (softmax, log_softmax, logsumexp))
+    return {f.__name__: jax.jit(f, static_argnums=1) for f in (softmax, log_softmax, logsumexp)}
