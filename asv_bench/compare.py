@@ -131,8 +131,9 @@ def fmt_time(t: float | None) -> str:
     return f"{t / 1e-9:.3g} ns"
 
 
-def run_pair(bench: Any, ours_method: str, params: tuple, repeat: int, min_sample: float,
-             stat: str):  # fmt: skip
+def run_pair(
+    bench: Any, ours_method: str, params: tuple, repeat: int, min_sample: float, stat: str
+):
     """(ours, reference) seconds for one parameter combination; None where skipped."""
     try:
         bench.setup(*params)
@@ -217,8 +218,11 @@ def main(argv: list[str] | None = None) -> int:
                             "ref": ref,
                         }
                     )
-                    print(f"  {name} {backend} {shape} {dtype}: {fmt_time(ours)} / {fmt_time(ref)}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"  {name} {backend} {shape} {dtype}: {fmt_time(ours)} / {fmt_time(ref)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     if not args.no_train:
         for backend, ref_name in TRAIN_REFERENCES.items():
             if backend not in backends:
@@ -246,21 +250,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  train {backend}: {fmt_time(ours)} / {fmt_time(ref)}", file=sys.stderr)
 
     threads = os.environ.get("PORTABLE_SOFTMAX_BENCH_THREADS", "default")
-    print(f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"torch threads: {threads}, {args.stat} of {args.repeat} interleaved samples\n")
+    print(
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"torch threads: {threads}, {args.stat} of {args.repeat} interleaved samples\n"
+    )
     print("| benchmark | params | ours | reference | ratio |")
     print("| --- | --- | ---: | ---: | ---: |")
     for r in rows:
         params = f"{r['backend']}, {tuple(r['shape'])}, {r['dtype']}"
-        ratio = (
-            f"{r['ours'] / r['ref']:.2f}" if r["ours"] is not None and r["ref"] else "n/a"
-        )
+        ratio = f"{r['ours'] / r['ref']:.2f}" if r["ours"] is not None and r["ref"] else "n/a"
         ref = f"{fmt_time(r['ref'])} ({r['reference']})" if r["ref"] is not None else "n/a"
         print(f"| {r['benchmark']} | {params} | {fmt_time(r['ours'])} | {ref} | {ratio} |")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": platform.uname()._asdict(), "cpus": os.cpu_count(), "rows": rows},
-                      fh, indent=1)
+            json.dump(
+                {"machine": platform.uname()._asdict(), "cpus": os.cpu_count(), "rows": rows},
+                fh,
+                indent=1,
+            )
     return 0
 
 
