@@ -16,13 +16,17 @@ import numpy as np
 from array_api_compat import (
     array_namespace,
     is_array_api_obj,
+    is_writeable_array,
     is_array_api_strict_namespace,
     is_cupy_namespace,
     is_dask_namespace,
     is_jax_namespace,
     is_lazy_array,
     is_numpy_namespace,
+    is_numpy_array,
+    is_torch_array,
     is_torch_namespace,
+    to_device,
 )
 from array_api_compat import (
     device as xp_device,
@@ -36,8 +40,12 @@ __all__ = [
     "is_dask_namespace",
     "is_jax_namespace",
     "is_lazy_array",
+    "is_numpy_array",
     "is_numpy_namespace",
+    "is_torch_array",
     "is_torch_namespace",
+    "is_writeable_array",
+    "to_numpy",
     "xp_as_compute",
     "xp_check_floating",
     "xp_default_dtype",
@@ -45,6 +53,8 @@ __all__ = [
     "xp_eager",
     "xp_full_like_reduced",
     "xp_inputs",
+    "xp_is_empty",
+    "xp_namespace",
     "xp_normalize_axes",
     "xp_normalize_axis",
     "xp_quiet",
@@ -87,6 +97,47 @@ def xp_inputs(x: Any, *others: Any) -> tuple[ModuleType, Array, list[Array | Non
         o if o is None or is_array_api_obj(o) else xp.asarray(o, device=dev) for o in others
     ]
     return xp, x, converted
+
+
+def xp_namespace(xp: Any = None) -> ModuleType:
+    """The Array API namespace of a library given as a module; NumPy for None.
+
+    ``torch`` or ``numpy`` themselves are not Array API namespaces;
+    ``array_api_compat`` wraps them, and this returns the wrapper, the same
+    object ``array_namespace`` gives for their arrays.
+    """
+    module = np if xp is None else xp
+    return xp_inputs(module.zeros(0))[0]
+
+
+def to_numpy(a: Array) -> np.ndarray:
+    """A NumPy copy of an array of any backend (from the GPU, computing Dask).
+
+    bfloat16, which NumPy lacks, comes back as float32.
+    """
+    xp = xp_inputs(a)[0]
+    if is_cupy_namespace(xp):
+        return a.get()
+    if is_torch_namespace(xp):
+        import torch
+
+        t = a.detach().cpu()
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    if is_array_api_strict_namespace(xp):
+        # Its devices other than the CPU are pretend ones that refuse NumPy.
+        a = to_device(a, xp.Device("CPU_DEVICE"))
+    if is_jax_namespace(xp) and str(a.dtype) == "bfloat16":
+        a = xp.astype(a, xp.float32)
+    return np.asarray(a)
+
+
+def xp_is_empty(x: Array) -> bool:
+    """True when ``x`` has a zero-length axis (there is nothing to compute).
+
+    A maximum over nothing is an error in NumPy and Dask, even along a
+    non-empty axis, so every function checks this before reducing.
+    """
+    return any(n == 0 for n in x.shape)
 
 
 def xp_check_floating(x: Array, xp: ModuleType, name: str = "x") -> None:
