@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from portable_softmax import SoftmaxRegression
+from portable_softmax.checkpoint import load_checkpoint
 from portable_softmax.cli import main
-from portable_softmax.training import load_checkpoint
 
 
 def run(capsys, *argv):

@@ -248,3 +248,15 @@ def test_load_mnist_names_a_damaged_embedded_style_file(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz"):
         load_mnist(data_dir=tmp_path)
+
+
+def test_datasets_do_not_import_the_model():
+    """The data layer sits below the model: no import of portable_softmax.model."""
+    import ast
+
+    root = Path(ps.datasets.__file__).parent
+    for source in root.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("portable_softmax.model"), source
+                assert "model" not in [a.name for a in node.names], source

@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 
 import portable_softmax as ps
+from portable_softmax._compat import xp_namespace
+from portable_softmax.checkpoint import load_checkpoint, save_checkpoint
 from portable_softmax.datasets import load_mnist
-from portable_softmax.training import (
-    History,
-    Step,
-    _Batches,
-    load_checkpoint,
-    save_checkpoint,
-    to_numpy,
-)
-from support import assert_namespace_dtype
+from portable_softmax.training import History, Step, _Batches
+from support import assert_namespace_dtype, to_numpy
 
 EAGER_ONLY = pytest.mark.skip_xp_backend("jax_jit", reason="train runs eagerly: jax covers it")
 
@@ -371,7 +366,7 @@ def test_tutorial_agrees_across_backends(mnist):
             lib = __import__(name, fromlist=["_"])
         except ImportError:
             continue
-        xp = ps.model.namespace(lib)
+        xp = xp_namespace(lib)
         model = ps.SoftmaxRegression(784, 10, xp=xp)
         ps.train(model, xp.asarray(X), xp.asarray(y))
         accuracy = float(model.accuracy(xp.asarray(X_test), xp.asarray(y_test)))
@@ -384,3 +379,12 @@ def test_tutorial_agrees_across_backends(mnist):
     for _, W, b in results.values():
         np.testing.assert_allclose(W, W0, atol=1e-3)
         np.testing.assert_allclose(b, b0, atol=1e-3)
+
+
+def test_old_import_paths_still_work():
+    """SGD and the checkpoint functions moved to their own modules; training re-exports them."""
+    from portable_softmax import checkpoint, optim, training
+
+    assert training.SGD is optim.SGD is ps.SGD
+    assert training.save_checkpoint is checkpoint.save_checkpoint
+    assert training.load_checkpoint is checkpoint.load_checkpoint

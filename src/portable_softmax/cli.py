@@ -201,8 +201,6 @@ def _find_device(xp: ModuleType, backend: str, wanted: str) -> Any:
 
 
 def _backends(args: argparse.Namespace) -> int:
-    from portable_softmax.model import namespace
-
     rows = []
     for name, (module, _) in BACKENDS.items():
         row: dict[str, Any] = {"backend": name, "installed": False, "version": None, "devices": []}
@@ -216,7 +214,7 @@ def _backends(args: argparse.Namespace) -> int:
         top = sys.modules[module.split(".")[0]]
         row["version"] = getattr(top, "__version__", None)
         try:
-            row["devices"] = [label for label, _ in _devices(namespace(lib))]
+            row["devices"] = [label for label, _ in _devices(_namespace(lib))]
         except Exception as exc:  # noqa: BLE001 - a broken driver is a row, not a crash
             row["error"] = _one_line(exc)
         rows.append(row)
@@ -234,6 +232,25 @@ def _backends(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    _check_train_args(args)
+    backend = args.backend.replace("-", "_")
+    xp = _namespace(_import_backend(args.backend))
+    device = None if args.device is None else _find_device(xp, backend, args.device)
+    dtype = getattr(xp, args.dtype)
+    train_data, test_data = _load_data(args, xp, device, dtype)
+    start = time.perf_counter()
+    model, optimizer, history = _fit(args, train_data, test_data, xp, device, dtype)
+    seconds = time.perf_counter() - start
+    summary = _summary(args, backend, model, optimizer, history, seconds, test_data)
+    if args.plot:
+        _plot(history, args.plot, summary)
+        summary["plot"] = args.plot
+    _report(summary, args.json)
+    return 0
+
+
+def _check_train_args(args: argparse.Namespace) -> None:
+    """The options that depend on each other, and --plot's matplotlib."""
     if args.resume and not args.checkpoint:
         raise UsageError("--resume needs --checkpoint PATH")
     if args.checkpoint_every and not args.checkpoint:
@@ -246,24 +263,41 @@ def _train(args: argparse.Namespace) -> int:
                 "--plot needs matplotlib: pip install 'portable_softmax[plot]'"
             ) from None
         matplotlib.use("Agg")
-    lib = _import_backend(args.backend)
-    backend = args.backend.replace("-", "_")
 
-    import portable_softmax as ps
-    from portable_softmax.model import namespace
-    from portable_softmax.training import SGD, train
 
-    xp = namespace(lib)
-    device = None if args.device is None else _find_device(xp, backend, args.device)
-    dtype = getattr(xp, args.dtype)
+def _namespace(lib: ModuleType) -> ModuleType:
+    from portable_softmax._compat import xp_namespace
+
+    return xp_namespace(lib)
+
+
+def _load_data(
+    args: argparse.Namespace, xp: ModuleType, device: Any, dtype: Any
+) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """The training and test splits, as arrays of the chosen library."""
+    from portable_softmax.datasets import load_mnist
+
     where = {"xp": xp, "device": device, "dtype": dtype, "data_dir": args.data_dir}
-    X, y = ps.datasets.load_mnist("train", **where)
-    X_test, y_test = ps.datasets.load_mnist("test", **where)
-    n_classes = int(max(_max(y), _max(y_test))) + 1
+    return load_mnist("train", **where), load_mnist("test", **where)
+
+
+def _fit(
+    args: argparse.Namespace,
+    train_data: tuple[Any, Any],
+    test_data: tuple[Any, Any],
+    xp: ModuleType,
+    device: Any,
+    dtype: Any,
+) -> tuple[Any, Any, Any]:
+    """Build the model and optimizer from the options and train them."""
+    import portable_softmax as ps
+    from portable_softmax import training
+
+    X, y = train_data
+    n_classes = int(max(_max(y), _max(test_data[1]))) + 1
     model = ps.SoftmaxRegression(X.shape[1], n_classes, xp=xp, device=device, dtype=dtype)
-    optimizer = SGD(args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    start = time.perf_counter()
-    history = train(
+    optimizer = ps.SGD(args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    history = training.train(
         model,
         X,
         y,
@@ -271,15 +305,26 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         steps=args.steps,
         seed=args.seed,
-        eval_data=(X_test, y_test),
+        eval_data=test_data,
         eval_every=args.eval_every,
         progress=args.progress,
         checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
     )
-    seconds = time.perf_counter() - start
-    accuracy = float(model.accuracy(X_test, y_test))
+    return model, optimizer, history
+
+
+def _summary(
+    args: argparse.Namespace,
+    backend: str,
+    model: Any,
+    optimizer: Any,
+    history: Any,
+    seconds: float,
+    test_data: tuple[Any, Any],
+) -> dict[str, Any]:
+    """What the run did, as --json prints it."""
     summary = {
         "backend": backend,
         "device": _device_label(model.device) or str(model.device),
@@ -293,27 +338,27 @@ def _train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "seconds": round(seconds, 3),
         "final_loss": history.loss[-1] if history.loss else None,
-        "test_accuracy": accuracy,
+        "test_accuracy": float(model.accuracy(*test_data)),
     }
     if args.checkpoint:
         summary["checkpoint"] = args.checkpoint
-    if args.plot:
-        _plot(history, args.plot, summary)
-        summary["plot"] = args.plot
-    if args.json:
+    return summary
+
+
+def _report(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(summary))
-    else:
-        loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"
-        print(
-            f"{backend} on {summary['device']}: {history.steps} steps in {seconds:.2f} s, "
-            f"final batch loss {loss}"
-        )
-        print(f"test accuracy: {accuracy:.4f}")
-    return 0
+        return
+    loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"
+    print(
+        f"{summary['backend']} on {summary['device']}: {summary['steps']} steps in "
+        f"{summary['seconds']:.2f} s, final batch loss {loss}"
+    )
+    print(f"test accuracy: {summary['test_accuracy']:.4f}")
 
 
 def _max(a: Any) -> int:
-    from portable_softmax.training import to_numpy
+    from portable_softmax._compat import to_numpy
 
     return int(to_numpy(a).max()) if a.shape[0] else 0
 

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
-import numpy as np
-
-from portable_softmax._compat import Array, is_torch_namespace, xp_device, xp_inputs
+from portable_softmax._compat import Array, is_torch_namespace, xp_device, xp_namespace
 from portable_softmax._losses import cross_entropy, cross_entropy_with_grad
 from portable_softmax._softmax import softmax
 
-__all__ = ["SoftmaxRegression", "namespace"]
-
-
-def namespace(xp: Any = None) -> ModuleType:
-    """The Array API namespace of a library given as a module; NumPy for None.
-
-    ``torch`` or ``numpy`` themselves are not Array API namespaces;
-    ``array_api_compat`` wraps them, and this returns the wrapper, the same
-    object ``array_namespace`` gives for their arrays.
-    """
-    module = np if xp is None else xp
-    return xp_inputs(module.zeros(0))[0]
+__all__ = ["SoftmaxRegression"]
 
 
 class SoftmaxRegression:
@@ -74,10 +60,10 @@ class SoftmaxRegression:
             raise ValueError(
                 f"n_features and n_classes must be positive, got {n_features} and {n_classes}"
             )
-        self.xp = namespace(xp)
-        # PyTorch's CPU matmul is 1.5-3x faster for these shapes (batch x 784
-        # by 784 x 10) written as transposes of the other product; NumPy's is
-        # faster as written (measured: 82 vs 118 us and 49 vs 139 us on torch).
+        self.xp = xp_namespace(xp)
+        # PyTorch's CPU matmul is faster for these shapes (batch x 784 by
+        # 784 x 10) written as transposes of the other product; NumPy's is
+        # faster as written (docs/benchmarks.md has the figures).
         self._transposed_matmul = is_torch_namespace(self.xp)
         dtype = self.xp.float32 if dtype is None else dtype
         self.W = self.xp.zeros((int(n_features), int(n_classes)), dtype=dtype, device=device)

@@ -7,36 +7,27 @@ closed-form gradients of :meth:`SoftmaxRegression.gradients` -- no autograd.
 
 This module is ``portable_softmax.training``, not ``portable_softmax.train``:
 ``ps.train`` is the function, and a submodule of the same name would shadow it
-after ``import portable_softmax.train``.
+after ``import portable_softmax.train``.  ``SGD`` lives in
+:mod:`portable_softmax.optim` and the checkpoint files in
+:mod:`portable_softmax.checkpoint`; both are importable from here too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
 import sys
-import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from portable_softmax._compat import (
-    Array,
-    is_array_api_strict_namespace,
-    is_cupy_namespace,
-    is_dask_namespace,
-    is_torch_namespace,
-    xp_device,
-    xp_inputs,
-)
+from portable_softmax._compat import Array, is_dask_namespace, to_numpy, xp_device, xp_inputs
+from portable_softmax.checkpoint import load_checkpoint, save_checkpoint
 from portable_softmax.model import SoftmaxRegression
+from portable_softmax.optim import SGD
 
 __all__ = [
     "SGD",
@@ -44,92 +35,12 @@ __all__ = [
     "Step",
     "load_checkpoint",
     "save_checkpoint",
-    "to_numpy",
     "train",
 ]
 
 # Losses stay on the device and are copied to the host in blocks of this many
 # steps: a float() per step would wait for the GPU at every step.
 _SYNC_EVERY = 100
-
-
-class SGD:
-    """Stochastic gradient descent with the update rule of ``torch.optim.SGD``.
-
-    For each parameter ``p`` with gradient ``g`` (dampening 0, no Nesterov)::
-
-        g = g + weight_decay * p
-        v = g                      on the first step
-        v = momentum * v + g       afterwards
-        p = p - lr * v             (v = g when momentum is 0)
-
-    Parameters
-    ----------
-    lr : float
-        Learning rate; 0.5 is the TensorFlow tutorial's.
-    momentum : float
-        Momentum factor, at least 0.
-    weight_decay : float
-        L2 penalty factor, at least 0.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import portable_softmax as ps
-    >>> opt = ps.SGD(lr=0.1, momentum=0.9)
-    >>> p = [np.asarray([1.0])]
-    >>> p = opt.step(p, [np.asarray([1.0])]); p       # v = 1
-    [array([0.9])]
-    >>> p = opt.step(p, [np.asarray([1.0])]); p       # v = 0.9 * 1 + 1
-    [array([0.71])]
-    """
-
-    def __init__(self, lr: float = 0.5, *, momentum: float = 0.0, weight_decay: float = 0.0):
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        self.lr = float(lr)
-        self.momentum = float(momentum)
-        self.weight_decay = float(weight_decay)
-        self.velocity: list[Array] | None = None
-
-    def __repr__(self) -> str:
-        return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
-
-    def step(self, params: list[Array], grads: list[Array]) -> list[Array]:
-        """Return the updated parameters (new arrays: JAX arrays are immutable)."""
-        if len(params) != len(grads):
-            raise ValueError(f"{len(params)} parameters but {len(grads)} gradients")
-        velocity = []
-        updated = []
-        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-            if self.weight_decay:
-                g = g + self.weight_decay * p
-            if self.momentum:
-                if self.velocity is not None:
-                    g = self.momentum * self.velocity[i] + g
-                velocity.append(g)
-            updated.append(p - self.lr * g)
-        if self.momentum:
-            self.velocity = velocity
-        return updated
-
-    def state_dict(self) -> dict[str, Any]:
-        """Hyperparameters and momentum buffers (``None`` before the first step)."""
-        return {
-            "lr": self.lr,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "velocity": None if self.velocity is None else list(self.velocity),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output; hyperparameters included, as in PyTorch."""
-        self.lr = float(state["lr"])
-        self.momentum = float(state["momentum"])
-        self.weight_decay = float(state["weight_decay"])
-        velocity = state.get("velocity")
-        self.velocity = None if velocity is None else list(velocity)
 
 
 @dataclass
@@ -224,19 +135,6 @@ class _Batches:
         self.pos = int(state["pos"])
 
 
-def to_numpy(a: Array) -> np.ndarray:
-    """A NumPy copy of an array of any backend (from the GPU, computing Dask)."""
-    xp = xp_inputs(a)[0]
-    if is_cupy_namespace(xp):
-        return a.get()
-    if is_torch_namespace(xp):
-        return a.detach().cpu().numpy()
-    if is_array_api_strict_namespace(xp):
-        # Its devices other than the CPU are pretend ones that refuse NumPy.
-        a = a.to_device(xp.Device("CPU_DEVICE"))
-    return np.asarray(a)
-
-
 def train(
     model: SoftmaxRegression,
     X: Array,
@@ -320,109 +218,42 @@ def train(
     array([1, 0])
     """
     optimizer = SGD() if optimizer is None else optimizer
-    xp = _check_data(model, X, y, batch_size, steps, eval_every, checkpoint_every)
-    n = X.shape[0]
-    sampler = _Batches(n, batch_size, seed)
+    _check_counts(
+        batch_size=batch_size, steps=steps, eval_every=eval_every, checkpoint_every=checkpoint_every
+    )
+    xp = _check_data(model, X, y, batch_size)
+    config = {"seed": int(seed), "batch_size": int(batch_size), "n_samples": int(X.shape[0])}
+    sampler = _Batches(X.shape[0], batch_size, seed)
     history = History()
-    callbacks = list(callbacks)
-    config = {"seed": int(seed), "batch_size": int(batch_size), "n_samples": int(n)}
     if resume:
-        if checkpoint is None:
-            raise ValueError("resume=True needs the checkpoint path")
-        state = load_checkpoint(checkpoint, model, optimizer)
-        theirs = {k: state.get(k) for k in config}
-        if theirs != config:
-            raise ValueError(
-                f"checkpoint {checkpoint} is from a run with {theirs}, "
-                f"this run has {config}: its batches would differ"
-            )
-        sampler.restore(state["sampler"])
-        saved = state["history"]
-        history = History(saved["loss"], saved["eval_step"], saved["eval_accuracy"])
-
-    def save() -> None:
-        flush()
-        state = dict(config, step=len(history.loss), sampler=sampler.state())
-        state["history"] = history.as_dict()
-        save_checkpoint(checkpoint, model, optimizer, state=state)
-
-    pending: list[Array] = []
-
-    def flush() -> None:
-        if pending:
-            history.loss.extend(float(v) for v in to_numpy(xp.stack(pending)))
-            pending.clear()
-            if bar is not None:
-                bar.set_postfix(loss=f"{history.loss[-1]:.4f}")
-
-    def evaluate(step: int) -> None:
-        X_test, y_test = eval_data
-        history.eval_step.append(step)
-        history.eval_accuracy.append(float(model.accuracy(X_test, y_test)))
-
-    done = len(history.loss)
-    bar = _progress_bar(progress, steps, done)
-    dev = xp_device(X)
-    # Dask would otherwise recompute the data and grow one graph through all the steps.
-    persist = is_dask_namespace(xp)
-    if persist:
-        X, y = X.persist(), y.persist()
-    start = time.perf_counter()
-    try:
-        for step in range(done + 1, steps + 1):
-            batch = sampler.next()
-            idx = batch if persist else xp.asarray(batch, device=dev)
-            Xb = xp.take(X, idx, axis=0)
-            yb = xp.take(y, idx, axis=0)
-            loss, grads = model.gradients(Xb, yb)
-            params = optimizer.step(model.parameters, grads)
-            model.parameters = [p.persist() for p in params] if persist else params
-            pending.append(loss)
-            if len(pending) >= _SYNC_EVERY:
-                flush()
-            if bar is not None:
-                bar.update(1)
-            if eval_data is not None and (step % eval_every == 0 or step == steps):
-                evaluate(step)
-            stop = False
-            for callback in callbacks:
-                stop = bool(callback(Step(step, loss, model, optimizer, history))) or stop
-            if stop and step < steps:
-                history.stopped_early = True
-                break
-            if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
-                save()
-        flush()
-        if checkpoint is not None:
-            save()
-    except KeyboardInterrupt:
-        if checkpoint is not None:
-            save()
-        raise
-    finally:
-        history.seconds = time.perf_counter() - start
-        if bar is not None:
-            bar.close()
-    return history
+        history = _resume(checkpoint, model, optimizer, sampler, config)
+    saver = None if checkpoint is None else _Checkpointer(checkpoint, checkpoint_every, config)
+    run = _Run(
+        model=model,
+        optimizer=optimizer,
+        data=_Data(xp, X, y),
+        sampler=sampler,
+        history=history,
+        log=_LossLog(xp, history, _progress_bar(progress, steps, history.steps)),
+        saver=saver,
+        evaluation=None if eval_data is None else _Evaluation(eval_data, eval_every),
+        callbacks=list(callbacks),
+    )
+    return run.until(steps)
 
 
-def _check_data(
-    model: SoftmaxRegression,
-    X: Array,
-    y: Array,
-    batch_size: int,
-    steps: int,
-    eval_every: int,
-    checkpoint_every: int | None,
-) -> Any:
-    for name, value, low in (
-        ("batch_size", batch_size, 1),
-        ("steps", steps, 0),
-        ("eval_every", eval_every, 1),
-        ("checkpoint_every", 1 if checkpoint_every is None else checkpoint_every, 1),
-    ):
+def _check_counts(**counts: int | None) -> None:
+    """Step counts and sizes: integers, at least 1 (``steps`` at least 0); None passes."""
+    for name, value in counts.items():
+        low = 0 if name == "steps" else 1
+        if value is None and name == "checkpoint_every":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_data(model: SoftmaxRegression, X: Array, y: Array, batch_size: int) -> ModuleType:
+    """The data's library, shapes and size against the model and the batch size."""
     xp, X, (y,) = xp_inputs(X, y)
     if xp is not model.xp:
         raise TypeError(
@@ -439,6 +270,28 @@ def _check_data(
     return xp
 
 
+def _resume(
+    path: str | os.PathLike[str] | None,
+    model: SoftmaxRegression,
+    optimizer: SGD,
+    sampler: _Batches,
+    config: dict[str, int],
+) -> History:
+    """Load ``path`` into the model, optimizer and sampler; return the saved history."""
+    if path is None:
+        raise ValueError("resume=True needs the checkpoint path")
+    state = load_checkpoint(path, model, optimizer)
+    theirs = {k: state.get(k) for k in config}
+    if theirs != config:
+        raise ValueError(
+            f"checkpoint {path} is from a run with {theirs}, "
+            f"this run has {config}: its batches would differ"
+        )
+    sampler.restore(state["sampler"])
+    saved = state["history"]
+    return History(saved["loss"], saved["eval_step"], saved["eval_accuracy"])
+
+
 def _progress_bar(progress: bool | None, total: int, initial: int) -> Any:
     if progress is None:
         progress = sys.stderr.isatty()
@@ -451,101 +304,148 @@ def _progress_bar(progress: bool | None, total: int, initial: int) -> Any:
     return tqdm(total=total, initial=initial, unit="step", desc="train", leave=False)
 
 
-def save_checkpoint(
-    path: str | os.PathLike[str],
-    model: SoftmaxRegression,
-    optimizer: SGD | None = None,
-    *,
-    state: dict[str, Any] | None = None,
-) -> None:
-    """Write the model, the optimizer and a JSON-able ``state`` to an ``.npz`` file.
+class _LossLog:
+    """Each step's loss: kept on the device, copied into the history in blocks.
 
-    The file is written to a temporary name in the same directory and renamed
-    over ``path``, so a crash leaves either the previous checkpoint or the
-    new one, never half of one.
-
-    Examples
-    --------
-    >>> import pathlib, tempfile
-    >>> import portable_softmax as ps
-    >>> from portable_softmax.training import load_checkpoint, save_checkpoint
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.npz"
-    >>> model = ps.SoftmaxRegression(3, 2)
-    >>> model.b = model.b + 1
-    >>> save_checkpoint(path, model, state={"step": 7})
-    >>> fresh = ps.SoftmaxRegression(3, 2)
-    >>> load_checkpoint(path, fresh)["step"], fresh.b
-    (7, array([1., 1.], dtype=float32))
+    The progress bar advances every step and shows the last copied loss.
     """
-    arrays = {"W": to_numpy(model.W), "b": to_numpy(model.b)}
-    meta: dict[str, Any] = dict(state or {})
-    if optimizer is not None:
-        opt = optimizer.state_dict()
-        velocity = opt.pop("velocity")
-        opt["has_velocity"] = velocity is not None
-        for i, v in enumerate(velocity or ()):
-            arrays[f"velocity_{i}"] = to_numpy(v)
-        meta["optimizer"] = opt
-    arrays["meta"] = np.asarray(json.dumps(meta))
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+
+    def __init__(self, xp: ModuleType, history: History, bar: Any) -> None:
+        self.xp, self.history, self.bar = xp, history, bar
+        self.pending: list[Array] = []
+
+    def add(self, loss: Array) -> None:
+        self.pending.append(loss)
+        if len(self.pending) >= _SYNC_EVERY:
+            self.flush()
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        self.history.loss.extend(float(v) for v in to_numpy(self.xp.stack(self.pending)))
+        self.pending.clear()
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str],
-    model: SoftmaxRegression,
-    optimizer: SGD | None = None,
-) -> dict[str, Any]:
-    """Restore :func:`save_checkpoint`'s file into ``model`` (and ``optimizer``).
+@dataclass
+class _Data:
+    """The training arrays, persisted once on Dask (else every step recomputes them)."""
 
-    Arrays are moved to the model's library, device and dtype.  Returns the
-    saved ``state`` dictionary.
+    xp: ModuleType
+    X: Array
+    y: Array
 
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If it is not a checkpoint, is damaged, or holds parameters of other
-        shapes than the model's; the message names the file.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads(str(arrays.pop("meta")))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a portable_softmax checkpoint or damaged ({exc})") from None
-    xp, dev, dtype = model.xp, model.device, model.dtype
+    def __post_init__(self) -> None:
+        self.persist = is_dask_namespace(self.xp)
+        if self.persist:
+            self.X, self.y = self.X.persist(), self.y.persist()
+        self.device = xp_device(self.X)
 
-    def restore(name: str, like: Array) -> Array:
-        if name not in arrays:
-            raise ValueError(f"{path}: not a portable_softmax checkpoint (no {name!r})")
-        value = arrays[name]
-        if value.shape != tuple(like.shape):
-            raise ValueError(
-                f"{path}: {name} has shape {value.shape}, the model's is {tuple(like.shape)}"
-            )
-        return xp.astype(xp.asarray(value, device=dev), dtype)
+    def batch(self, rows: np.ndarray) -> tuple[Array, Array]:
+        idx = rows if self.persist else self.xp.asarray(rows, device=self.device)
+        return self.xp.take(self.X, idx, axis=0), self.xp.take(self.y, idx, axis=0)
 
-    params = [restore("W", model.W), restore("b", model.b)]
-    opt = meta.pop("optimizer", None)
-    if optimizer is not None and opt is not None:
-        has_velocity = opt.pop("has_velocity")
-        opt["velocity"] = (
-            [restore(f"velocity_{i}", p) for i, p in enumerate(params)] if has_velocity else None
-        )
-        optimizer.load_state_dict(opt)
-    model.parameters = params
-    return meta
+    def keep(self, params: list[Array]) -> list[Array]:
+        """Parameters to carry into the next step (persisted on Dask: no growing graph)."""
+        return [p.persist() for p in params] if self.persist else params
+
+
+@dataclass
+class _Evaluation:
+    """Accuracy on held-out data every ``every`` steps and at the last step."""
+
+    data: tuple[Array, Array]
+    every: int
+
+    def due(self, step: int, last: int) -> bool:
+        return step % self.every == 0 or step == last
+
+    def record(self, model: SoftmaxRegression, history: History, step: int) -> None:
+        history.eval_step.append(step)
+        history.eval_accuracy.append(float(model.accuracy(*self.data)))
+
+
+@dataclass
+class _Checkpointer:
+    """Where and how often the run is saved, and what the file records about it."""
+
+    path: str | os.PathLike[str]
+    every: int | None
+    config: dict[str, int]
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+    def save(
+        self, model: SoftmaxRegression, optimizer: SGD, sampler: _Batches, history: History
+    ) -> None:
+        state = dict(self.config, step=history.steps, sampler=sampler.state())
+        state["history"] = history.as_dict()
+        save_checkpoint(self.path, model, optimizer, state=state)
+
+
+@dataclass
+class _Run:
+    """One call of :func:`train`: the loop and what it works with."""
+
+    model: SoftmaxRegression
+    optimizer: SGD
+    data: _Data
+    sampler: _Batches
+    history: History
+    log: _LossLog
+    saver: _Checkpointer | None
+    evaluation: _Evaluation | None
+    callbacks: list[Callable[[Step], Any]]
+
+    def until(self, steps: int) -> History:
+        """Run from the history's step count to ``steps``; save on the way out."""
+        start = time.perf_counter()
+        try:
+            for step in range(self.history.steps + 1, steps + 1):
+                if self.step(step, steps):
+                    self.history.stopped_early = step < steps
+                    break
+            self.save()
+        except KeyboardInterrupt:
+            self.save()
+            raise
+        finally:
+            self.history.seconds = time.perf_counter() - start
+            self.log.close()
+        return self.history
+
+    def step(self, step: int, last: int) -> bool:
+        """One SGD step and what follows it; True when a callback asks to stop."""
+        Xb, yb = self.data.batch(self.sampler.next())
+        loss, grads = self.model.gradients(Xb, yb)
+        self.model.parameters = self.data.keep(self.optimizer.step(self.model.parameters, grads))
+        self.log.add(loss)
+        if self.evaluation is not None and self.evaluation.due(step, last):
+            self.evaluation.record(self.model, self.history, step)
+        stop = self.notify(step, loss)
+        if stop and step < last:
+            return True
+        if self.saver is not None and self.saver.due(step):
+            self.save()
+        return False
+
+    def notify(self, step: int, loss: Array) -> bool:
+        """Call every callback (all of them, even after one asks to stop)."""
+        stop = False
+        for callback in self.callbacks:
+            info = Step(step, loss, self.model, self.optimizer, self.history)
+            stop = bool(callback(info)) or stop
+        return stop
+
+    def save(self) -> None:
+        self.log.flush()
+        if self.saver is not None:
+            self.saver.save(self.model, self.optimizer, self.sampler, self.history)

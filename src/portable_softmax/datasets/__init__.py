@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from portable_softmax._compat import Array, xp_default_dtype
+from portable_softmax._compat import Array, xp_default_dtype, xp_namespace
 from portable_softmax.datasets._idx import read_idx
-from portable_softmax.model import namespace
 
 __all__ = ["load_mnist", "mnist_files", "read_idx"]
 
@@ -128,7 +127,7 @@ def load_mnist(
     >>> X.shape, X.dtype, y[:5]
     ((10000, 784), dtype('float32'), array([7, 2, 1, 0, 4]))
     """
-    xp = namespace(xp)
+    xp = xp_namespace(xp)
     images_file, labels_file = mnist_files(split, data_dir)
     images = _read(images_file, 3)
     labels = _read(labels_file, 1)
