@@ -1,4 +1,4 @@
-"""The fused CuPy kernels of ``portable_softmax._cupy``, with and without a GPU.
+"""The fused CuPy kernels (``kernels.cu``, launched by ``_native._cupy._kernels``), with and without a GPU.
 
 Every check runs against three implementations (the ``impl`` fixture):
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.resources
 import math
 import shutil
 import subprocess
@@ -41,7 +42,9 @@ import numpy as np
 import pytest
 
 import portable_softmax as ps
-from portable_softmax import _cupy
+from portable_softmax._native._cupy import CupyBackend
+from portable_softmax._native._cupy import _kernels as _cupy
+from portable_softmax._problem import cross_entropy_problem
 
 INF, NAN = math.inf, math.nan
 LD = np.longdouble
@@ -451,7 +454,10 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> _EmulatedModule:
     )
     build = tmp_path_factory.mktemp("emulated_kernels")
     source = build / "kernels.cpp"
-    source.write_text(_SHIM + _cupy.CUDA_SOURCE + _LAUNCHER + entries)
+    # The package's own kernels.cu, included as it ships, not a copy.
+    kernels_cu = importlib.resources.files("portable_softmax._native._cupy") / "kernels.cu"
+    include = f'#include "{kernels_cu}"\n'
+    source.write_text(_SHIM + include + _LAUNCHER + entries)
     lib = build / "kernels.so"
     cmd = [compiler, "-std=c++17", "-O2", "-fPIC", "-shared",
            "-Wall", "-Wno-unknown-pragmas", "-o", str(lib), str(source)]  # fmt: skip
@@ -852,7 +858,7 @@ def test_nvrtc_compiles(nvrtc: Any, arch: str) -> None:
 
 
 def test_importing_the_module_does_not_import_cupy() -> None:
-    code = "import sys, portable_softmax._cupy; assert 'cupy' not in sys.modules"
+    code = "import sys, portable_softmax._native._cupy; assert 'cupy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -865,7 +871,7 @@ def test_wrong_layout_is_refused_before_cupy_is_needed(x: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- dispatch
-# How the public functions reach the kernels (``_native``): axes moved last and
+# How the public functions reach the kernels (``CupyBackend``): axes moved last and
 # flattened into rows, the loss's options mapped onto the kernel's arguments,
 # shapes restored.  Emulated, so it runs here; on a GPU the xp fixture runs
 # the public functions on CuPy arrays through the same code.
@@ -881,11 +887,13 @@ def emulated(emulator: _EmulatedModule, monkeypatch: pytest.MonkeyPatch) -> Emul
 )
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp"])
 def test_dispatch_moves_axes(emulated: Emulated, name: str, shape: tuple, axes: tuple) -> None:
-    from portable_softmax import _native_cupy
-
     x = random_rows(1, math.prod(shape), "float64").reshape(shape)
     x[(0,) * len(shape)] = -math.inf
-    got = _native_cupy.call(f"{name}_rows", x, axes, reduce=name == "logsumexp")
+    backend = CupyBackend()
+    if name == "logsumexp":
+        got = backend.logsumexp(x, axes)
+    else:
+        got = (backend.softmax if name == "softmax" else backend.log_softmax)(x, axes, None)
     with ps.native_kernels(False):
         want = getattr(ps, name)(
             x, axis=axes, **({"keepdims": True} if name == "logsumexp" else {})
@@ -904,8 +912,6 @@ def test_dispatch_moves_axes(emulated: Emulated, name: str, shape: tuple, axes: 
 def test_dispatch_cross_entropy(
     emulated: Emulated, reduction: str, options: dict, axis: int
 ) -> None:
-    from portable_softmax import _losses, _native_cupy
-
     rng = np.random.default_rng(5)
     x = rng.normal(size=(4, 5, 3)) if axis == 1 else rng.normal(size=(6, 5))
     y = rng.integers(0, 5, size=(4, 3) if axis == 1 else 6)
@@ -913,11 +919,16 @@ def test_dispatch_cross_entropy(
     kwargs = dict(options, reduction=reduction)
     if kwargs.pop("weight", False):
         kwargs["weight"] = rng.uniform(0.5, 2.0, size=5)
-    smoothing = kwargs.get("label_smoothing", 0.0)
-    p = _losses._problem(
-        x, y, axis, reduction, kwargs.get("weight"), kwargs.get("ignore_index"), smoothing
+    p = cross_entropy_problem(
+        x,
+        y,
+        axis=axis,
+        reduction=reduction,
+        weight=kwargs.get("weight"),
+        ignore_index=kwargs.get("ignore_index"),
+        label_smoothing=kwargs.get("label_smoothing", 0.0),
     )
-    loss, grad = _native_cupy.cross_entropy(p, loss=True, grad=True)
+    loss, grad = CupyBackend().cross_entropy(p, loss=True, grad=True)
     with ps.native_kernels(False):
         want_loss = ps.cross_entropy(x, y, axis, **kwargs)
         want_grad = ps.cross_entropy_grad(x, y, axis, **kwargs)

@@ -51,21 +51,49 @@ def test_native_agrees_with_generic(xp, library, func, dtype_name):
 
 def test_native_path_is_taken_on_numpy_and_torch():
     x = np.random.default_rng(0).normal(size=(3, 4))
-    assert _native.softmax(x, (1,), None, ps._compat.xp_inputs(x)[0]) is not None
+    assert _native.backend_for(x).softmax(x, (1,), None) is not None
     torch = pytest.importorskip("torch")
     t = torch.asarray(x)
-    xp = ps._compat.xp_inputs(t)[0]
-    assert _native.log_softmax(t, (1,), None, xp) is not None
+    assert _native.backend_for(t).log_softmax(t, (1,), None) is not None
     with native_kernels(False):
-        assert _native.softmax(x, (1,), None, ps._compat.xp_inputs(x)[0]) is None
+        assert _native.backend_for(x) is None
 
 
 def test_native_hands_special_rows_back():
     x = np.asarray([[INF, 1.0], [0.0, 1.0]])
-    xp = ps._compat.xp_inputs(x)[0]
     with np.errstate(invalid="ignore"):
-        assert _native.softmax(x, (1,), None, xp) is None
+        assert _native.backend_for(x).softmax(x, (1,), None) is None
     np.testing.assert_array_equal(softmax(x)[0], [1.0, 0.0])
+
+
+def test_backend_lookup_is_by_type_and_never_imports_a_library():
+    """Each array type has one backend (or none); finding it imports nothing new."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from portable_softmax import _native; "
+        "b = _native.backend_for(np.zeros(2)); assert b.name == 'numpy', b; "
+        "assert _native.backend_for(np.ma.zeros(2)) is None; "
+        "bad = {'torch', 'jax', 'cupy', 'dask'} & set(sys.modules); assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert _native.backend_for(np.zeros(1)) is _native.backend_for(np.ones((2, 2)))
+
+
+@pytest.mark.parametrize(
+    "method, args",
+    [
+        ("softmax", ((0,), None)),
+        ("log_softmax", ((0,), None)),
+        ("logsumexp", ((0,),)),
+        ("mean_cross_entropy_with_grad", (np.zeros(1),)),
+    ],
+)
+def test_the_contract_answers_none_by_default(method, args):
+    """A backend that defines nothing hands every call to the generic code."""
+    base = _native.Backend()
+    assert getattr(base, method)(np.zeros(3), *args) is None
 
 
 def test_torch_long_float32_rows_stay_accurate():
@@ -117,9 +145,9 @@ def test_torch_log_softmax_dominant_rows(dtype_name, dim, grad):
 def test_native_kernels_restores_state():
     with native_kernels(False):
         with native_kernels(True):
-            assert _native._ENABLED.get()
-        assert not _native._ENABLED.get()
-    assert _native._ENABLED.get()
+            assert _native.backend_for(np.zeros(1)) is not None
+        assert _native.backend_for(np.zeros(1)) is None
+    assert _native.backend_for(np.zeros(1)) is not None
 
 
 @pytest.mark.parametrize(

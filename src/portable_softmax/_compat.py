@@ -18,8 +18,10 @@ from array_api_compat import (
     is_array_api_obj,
     is_writeable_array,
     is_array_api_strict_namespace,
+    is_cupy_array,
     is_cupy_namespace,
     is_dask_namespace,
+    is_jax_array,
     is_jax_namespace,
     is_lazy_array,
     is_numpy_namespace,
@@ -36,8 +38,10 @@ __all__ = [
     "Array",
     "is_array_api_obj",
     "is_array_api_strict_namespace",
+    "is_cupy_array",
     "is_cupy_namespace",
     "is_dask_namespace",
+    "is_jax_array",
     "is_jax_namespace",
     "is_lazy_array",
     "is_numpy_array",
@@ -47,6 +51,7 @@ __all__ = [
     "is_writeable_array",
     "to_numpy",
     "xp_as_compute",
+    "xp_broadcast_to",
     "xp_check_floating",
     "xp_default_dtype",
     "xp_device",
@@ -140,6 +145,18 @@ def xp_is_empty(x: Array) -> bool:
     return any(n == 0 for n in x.shape)
 
 
+def xp_broadcast_to(a: Array, shape: tuple[int, ...], name: str, xp: ModuleType) -> Array:
+    """``broadcast_to(a, shape)``, with an error that names ``a`` and both shapes."""
+    try:
+        return xp.broadcast_to(a, shape)
+    except (ValueError, RuntimeError) as exc:
+        msg = (
+            f"{name} of shape {tuple(a.shape)} does not broadcast to "
+            f"the shape {tuple(shape)} of x"
+        )
+        raise ValueError(msg) from exc
+
+
 def xp_check_floating(x: Array, xp: ModuleType, name: str = "x") -> None:
     """Raise ``TypeError`` unless ``x`` has a real floating dtype."""
     if (type(x) is np.ndarray and x.dtype.kind == "f") or xp.isdtype(x.dtype, "real floating"):
@@ -222,7 +239,7 @@ def xp_full_like_reduced(
 def xp_quiet(func: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``func`` with NumPy's invalid/divide/overflow warnings off.
 
-    The special values of SPEC §3 are computed on purpose through ``inf - inf``
+    The special values (docs/math.md, "Special values") are computed on purpose through ``inf - inf``
     and ``log(0)`` and then replaced, and ``x - max`` may overflow to ``-inf``
     where ``exp`` gives the right 0; NumPy-backed namespaces (numpy,
     array_api_strict) would otherwise warn about arithmetic whose result is

@@ -6,14 +6,17 @@ from portable_softmax._compat import (
     Array,
     is_array_api_obj,
     xp_as_compute,
+    xp_broadcast_to,
     xp_check_floating,
     xp_device,
     xp_inputs,
+    xp_is_empty,
     xp_normalize_axes,
     xp_normalize_axis,
     xp_quiet,
 )
-from portable_softmax._softmax import Axis, _softmax
+from portable_softmax._generic import softmax as generic
+from portable_softmax._softmax import Axis
 
 __all__ = ["softmax_jacobian", "softmax_jvp"]
 
@@ -52,7 +55,7 @@ def softmax_jacobian(x: Array, /, axis: int = -1) -> Array:
     ax = xp_normalize_axis(axis, x.ndim)
     out_dtype = x.dtype
     x = xp_as_compute(x, xp)
-    s = x if x.shape[ax] == 0 else _softmax(x, (ax,), None, xp)
+    s = x if xp_is_empty(x) else generic.softmax(x, (ax,), None, xp)
     s = xp.moveaxis(s, ax, -1)
     eye = xp.eye(s.shape[-1], dtype=s.dtype, device=xp_device(s))
     jac = xp.expand_dims(s, axis=-1) * (eye - xp.expand_dims(s, axis=-2))
@@ -95,13 +98,9 @@ def softmax_jvp(x: Array, v: Array, /, axis: Axis = -1) -> Array:
     axes = xp_normalize_axes(axis, x.ndim)
     out_dtype = xp.result_type(x.dtype, v.dtype) if v_is_array else x.dtype
     x = xp_as_compute(xp.astype(x, out_dtype, copy=False), xp)
-    try:
-        v = xp.broadcast_to(xp.astype(v, x.dtype, copy=False), x.shape)
-    except (ValueError, RuntimeError) as exc:
-        msg = f"v of shape {tuple(v.shape)} does not broadcast to x of shape {tuple(x.shape)}"
-        raise ValueError(msg) from exc
-    if any(x.shape[a] == 0 for a in axes):
+    v = xp_broadcast_to(xp.astype(v, x.dtype, copy=False), x.shape, "v", xp)
+    if xp_is_empty(x):
         return xp.astype(v, out_dtype)
-    s = _softmax(x, axes, None, xp)
+    s = generic.softmax(x, axes, None, xp)
     sv = s * v
     return xp.astype(sv - s * xp.sum(sv, axis=axes, keepdims=True), out_dtype, copy=False)

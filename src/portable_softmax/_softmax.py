@@ -7,21 +7,23 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from portable_softmax import _native
 from portable_softmax._compat import (
     Array,
     xp_as_compute,
+    xp_broadcast_to,
     xp_check_floating,
     xp_full_like_reduced,
     xp_inputs,
+    xp_is_empty,
     xp_normalize_axes,
     xp_quiet,
 )
+from portable_softmax._generic import softmax as generic
+from portable_softmax._native import fast_or_generic
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 Axis = int | Sequence[int]
-Kernel = Callable[[Array, tuple[int, ...], Array | None, ModuleType], Array | None]
 
 
 def _prepare(
@@ -34,97 +36,32 @@ def _prepare(
         if not xp.isdtype(where.dtype, "bool"):
             msg = f"where must be a boolean array, got dtype {where.dtype}"
             raise TypeError(msg)
-        where = _broadcast_to(where, x, "where", xp)
+        where = xp_broadcast_to(where, x.shape, "where", xp)
     return xp_as_compute(x, xp), axes, where
 
 
-def _broadcast_to(a: Array, x: Array, name: str, xp: ModuleType) -> Array:
-    try:
-        return xp.broadcast_to(a, x.shape)
-    except (ValueError, RuntimeError) as exc:
-        msg = (
-            f"{name} of shape {tuple(a.shape)} does not broadcast to "
-            f"the shape {tuple(x.shape)} of x"
-        )
-        raise ValueError(msg) from exc
+def softmax_of(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array:
+    """Softmax of validated, non-empty, compute-dtype ``x``: the fast path or the generic one."""
+    return fast_or_generic(
+        x, lambda b: b.softmax(x, axes, where), lambda: generic.softmax(x, axes, where, xp)
+    )
 
 
-def _is_empty(x: Array) -> bool:
-    # Any zero-length axis: there is nothing to compute, and a maximum over
-    # nothing is an error in NumPy and Dask, even along a non-empty axis.
-    return any(n == 0 for n in x.shape)
+def log_softmax_of(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array:
+    """Log-softmax of validated, non-empty, compute-dtype ``x``, as :func:`softmax_of`."""
+    return fast_or_generic(
+        x, lambda b: b.log_softmax(x, axes, where), lambda: generic.log_softmax(x, axes, where, xp)
+    )
 
 
-def xp_shift(x: Array, axes: tuple[int, ...], xp: ModuleType) -> tuple[Array, Array, Array]:
-    """Return ``(x - max, max, m0)`` with the special values of SPEC §3 built in.
-
-    ``m0`` is the row maximum (keepdims), except that a row of ``-inf`` is shifted by 0
-    (so it stays ``-inf`` rather than becoming ``-inf - -inf = NaN``).  In a
-    row whose maximum is ``+inf`` the ``+inf`` entries become 0 and every
-    other entry ``-inf``, so the mass is shared among the infinities.  A NaN
-    maximum propagates NaN to the whole row.
-    """
-    m = xp.max(x, axis=axes, keepdims=True)
-    m0 = xp.where(m == -math.inf, 0.0, m)
-    # Only +inf entries need the where: elsewhere x - m0 is already right, and
-    # keeping it on that branch lets autodiff see x - max.
-    shifted = xp.where(x == math.inf, 0.0, x - m0)
-    return shifted, m, m0
-
-
-def xp_log_normalizer(
-    x: Array, shifted: Array, m: Array, m0: Array, axes: tuple[int, ...], xp: ModuleType
-) -> Array:
-    """``log(sum(exp(shifted)))`` along ``axes`` (keepdims), accurate near 0.
-
-    The maxima contribute exactly 1 each, so the sum is ``n_top + rest`` and
-    its log is ``log1p(rest + n_top - 1)``: this keeps full relative accuracy
-    when one entry dominates and the result is tiny (SciPy does the same).
-    A row of ``-inf`` (maximum ``m`` is ``-inf``) gets 0, so that
-    ``shifted - log_z`` stays ``-inf`` there; a row with a NaN gets NaN.
-    """
-    is_top = x == m0
-    n_top = xp.sum(xp.astype(is_top, shifted.dtype, copy=False), axis=axes, keepdims=True)
-    rest = xp.sum(xp.where(is_top, 0.0, xp.exp(shifted)), axis=axes, keepdims=True)
-    return xp.log1p(xp.where(m == -math.inf, 0.0, rest + (n_top - 1)))
-
-
-def _softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array:
-    if where is not None:
-        x = xp.where(where, x, -math.inf)
-    shifted, _, _ = xp_shift(x, axes, xp)
-    e = xp.exp(shifted)
-    z = xp.sum(e, axis=axes, keepdims=True)
-    # z == 0 only for rows of -inf (or fully masked): 0 / 1 gives their zeros.
-    s = e / xp.where(z == 0, 1.0, z)
-    return s if where is None else xp.where(where, s, 0.0)
-
-
-def _log_softmax(x: Array, axes: tuple[int, ...], where: Array | None, xp: ModuleType) -> Array:
-    if where is not None:
-        x = xp.where(where, x, -math.inf)
-    shifted, m, m0 = xp_shift(x, axes, xp)
-    # (x - max) - log(sum) stays accurate at |x| ~ 1e4, x - logsumexp(x) does not.
-    out = shifted - xp_log_normalizer(x, shifted, m, m0, axes, xp)
-    return out if where is None else xp.where(where, out, -math.inf)
-
-
-def _logsumexp(x: Array, axes: tuple[int, ...], where: None, xp: ModuleType) -> Array:
-    # keepdims; `where` and `b` have been folded into x by the caller.
-    shifted, m, m0 = xp_shift(x, axes, xp)
-    return m + xp_log_normalizer(x, shifted, m, m0, axes, xp)
-
-
-def _normalised(x: Any, axis: Axis, where: Any, native: Kernel, generic: Kernel) -> Array:
-    """The body of softmax and log_softmax: validate, then the fast path or the generic one."""
+def _normalised(x: Any, axis: Axis, where: Any, kernel: Callable[..., Array]) -> Array:
+    """The body of softmax and log_softmax: validate, compute, cast back."""
     xp, x, (where,) = xp_inputs(x, where)
     out_dtype = x.dtype
     x, axes, where = _prepare(x, axis, where, xp)
-    if _is_empty(x):
+    if xp_is_empty(x):
         return xp.astype(x, out_dtype)
-    out = native(x, axes, where, xp)
-    if out is None:
-        out = generic(x, axes, where, xp)
+    out = kernel(x, axes, where, xp)
     return out if out.dtype == out_dtype else xp.astype(out, out_dtype, copy=False)
 
 
@@ -165,7 +102,7 @@ def softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> Arra
     array([[0.5   , 0.5   ],
            [0.1192, 0.8808]])
     """
-    return _normalised(x, axis, where, _native.softmax, _softmax)
+    return _normalised(x, axis, where, softmax_of)
 
 
 @xp_quiet
@@ -197,7 +134,7 @@ def log_softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None) -> 
     >>> ps.log_softmax([1.0, float("-inf")])
     array([  0., -inf])
     """
-    return _normalised(x, axis, where, _native.log_softmax, _log_softmax)
+    return _normalised(x, axis, where, log_softmax_of)
 
 
 @xp_quiet
@@ -259,19 +196,19 @@ def logsumexp(
     if where is not None:
         x = xp.where(where, x, -math.inf)
     if b is not None:
-        b = xp.astype(_broadcast_to(b, x, "b", xp), x.dtype, copy=False)
+        b = xp.astype(xp_broadcast_to(b, x.shape, "b", xp), x.dtype, copy=False)
         # A zero weight hides its entry, whatever x holds there (inf, NaN).
         x = xp.where(b == 0, -math.inf, x)
 
     sign = None
-    if _is_empty(x):
+    if xp_is_empty(x):
         value = xp_full_like_reduced(x, axes, -math.inf, xp, keepdims=True)
     elif b is None:
-        # x is already masked, so the fast path needs no `where`.
-        if (value := _native.logsumexp(x, axes, None, xp)) is None:
-            value = _logsumexp(x, axes, None, xp)
+        value = fast_or_generic(
+            x, lambda be: be.logsumexp(x, axes), lambda: generic.logsumexp(x, axes, xp)
+        )
     else:
-        shifted, m, _ = xp_shift(x, axes, xp)
+        shifted, m, _ = generic.shift(x, axes, xp)
         total = xp.sum(b * xp.exp(shifted), axis=axes, keepdims=True)
         sign = xp.sign(total)
         value = m + xp.log(xp.abs(total))

@@ -1,7 +1,7 @@
 """JAX fast paths: ``jax.nn`` behind a traced guard.
 
 XLA's CPU backend compiles jax.nn.softmax (and logsumexp) to single fused
-kernels; the selects that the generic code needs for SPEC §3 break that
+kernels; the selects that the generic code needs for the special values break that
 pattern (1.2-6x slower).  So jax.nn's computation runs, and a lax.cond --
 traced, so it holds under jit and vmap -- sends an input that has a row
 jax.nn gets wrong (NaN for an infinite maximum; for logsumexp, a result
@@ -16,21 +16,42 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
-from portable_softmax._native import DOMINANT_LOG_PROB
+from portable_softmax._compat import Array
+from portable_softmax._generic import softmax as generic
+from portable_softmax._native._base import Backend
+from portable_softmax._native._rows import DOMINANT_LOG_PROB
+
+__all__ = ["JaxBackend"]
+
+
+class JaxBackend(Backend):
+    """``jax.Array`` and its tracers (under ``jit``, ``vmap``, ``grad``)."""
+
+    name = "jax"
+
+    def softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
+        return None if where is not None else _kernels().softmax(x, axes)
+
+    def log_softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
+        return None if where is not None else _kernels().log_softmax(x, axes)
+
+    def logsumexp(self, x: Array, axes: tuple[int, ...]) -> Array | None:
+        return _kernels().logsumexp(x, axes)
+
+
+class _Kernels(NamedTuple):
+    softmax: Callable[[Array, tuple[int, ...]], Array]
+    log_softmax: Callable[[Array, tuple[int, ...]], Array]
+    logsumexp: Callable[[Array, tuple[int, ...]], Array]
 
 
 @functools.cache
-def kernels() -> dict[str, Callable[..., Any]]:
-    """softmax, log_softmax and logsumexp of ``(x, axes)`` by name, built once (keepdims)."""
+def _kernels() -> _Kernels:
+    """softmax, log_softmax and logsumexp of ``(x, axes)``, jitted, built once (keepdims)."""
     import jax
     import jax.numpy as jnp
-
-    from portable_softmax import _softmax as generic
-
-    def fallback(name: str, x: Any, axes: tuple[int, ...]) -> Callable[..., Any]:
-        return lambda *_: getattr(generic, name)(x, axes, None, jnp)
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
     def softmax(x: Any, axes: tuple[int, ...]) -> Any:
@@ -40,7 +61,7 @@ def kernels() -> dict[str, Callable[..., Any]]:
         # as an operand: read there, it leaves jax.nn's fused kernel whole.
         first = s[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
         return jax.lax.cond(
-            jnp.any(jnp.isnan(first)), fallback("_softmax", x, axes), lambda s: s, s
+            jnp.any(jnp.isnan(first)), lambda _: generic.softmax(x, axes, None, jnp), lambda s: s, s
         )
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -60,7 +81,7 @@ def kernels() -> dict[str, Callable[..., Any]]:
 
         return jax.lax.cond(
             jnp.any(jnp.isnan(total)),
-            fallback("_log_softmax", x, axes),
+            lambda *_: generic.log_softmax(x, axes, None, jnp),
             fast,
             shifted,
             total,
@@ -72,7 +93,10 @@ def kernels() -> dict[str, Callable[..., Any]]:
         value = jax.nn.logsumexp(x, axis=axes, keepdims=True)
         # Results near 0 lose relative accuracy in log(sum).
         return jax.lax.cond(
-            jnp.all(jnp.abs(value) >= 1.0), lambda v: v, fallback("_logsumexp", x, axes), value
+            jnp.all(jnp.abs(value) >= 1.0),
+            lambda v: v,
+            lambda _: generic.logsumexp(x, axes, jnp),
+            value,
         )
 
     def sum_along(a: Any, axes: tuple[int, ...]) -> Any:
@@ -96,4 +120,4 @@ def kernels() -> dict[str, Callable[..., Any]]:
 
     # Jitted (the axes static): eagerly, a cond of fresh closures would
     # compile on every call; this way once per shape and dtype.
-    return {f.__name__: jax.jit(f, static_argnums=1) for f in (softmax, log_softmax, logsumexp)}
+    return _Kernels(*(jax.jit(f, static_argnums=1) for f in (softmax, log_softmax, logsumexp)))

@@ -12,7 +12,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from portable_softmax._native import DOMINANT_LOG_PROB
+from portable_softmax._compat import Array
+from portable_softmax._generic import losses as generic
+from portable_softmax._native._base import Backend, LossAndGrad
+from portable_softmax._native._rows import DOMINANT_LOG_PROB
+from portable_softmax._problem import CrossEntropyProblem, IndexTargets
+
+__all__ = ["TorchBackend"]
+
+
+class TorchBackend(Backend):
+    """``torch.Tensor`` on any device, normalised over one axis."""
+
+    name = "torch"
+
+    def softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
+        return softmax(x, axes[0]) if where is None and len(axes) == 1 else None
+
+    def log_softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
+        return log_softmax(x, axes[0]) if where is None and len(axes) == 1 else None
+
+    def logsumexp(self, x: Array, axes: tuple[int, ...]) -> Array | None:
+        return logsumexp(x, axes[0]) if len(axes) == 1 else None
+
+    def cross_entropy(
+        self, p: CrossEntropyProblem, *, loss: bool, grad: bool
+    ) -> LossAndGrad | None:
+        if not isinstance(p, IndexTargets):
+            return None
+        if not grad:
+            value = cross_entropy(p)
+            return None if value is None else (value, None)
+        return cross_entropy_with_grad(p, loss=loss)
+
+    def mean_cross_entropy_with_grad(
+        self, logits: Array, target: Array
+    ) -> tuple[Array, Array] | None:
+        return mean_cross_entropy(logits, target)
 
 # torch's fused CPU/CUDA kernels; float32 rows longer than this are computed in
 # float64, because torch's float32 accumulation drifts (relative error 2e-6 at
@@ -48,7 +84,7 @@ def softmax(x: Any, dim: int) -> Any | None:
     return call(torch.softmax, x, dim)
 
 
-def cross_entropy(p: Any) -> Any | None:
+def cross_entropy(p: IndexTargets) -> Any | None:
     """``F.cross_entropy`` for class-index targets on PyTorch, or None.
 
     ``p`` is the validated problem of ``_losses``.  Ignored samples are
@@ -144,7 +180,7 @@ def _shift_and_log_z(x: Any, dim: int) -> tuple[Any, Any, Any]:
 
 
 def logsumexp(x: Any, dim: int) -> Any | None:
-    # torch.logsumexp defines the special rows as SPEC §3 does.  Its log(sum)
+    # torch.logsumexp defines the special rows as our special-values table does.  Its log(sum)
     # has an absolute error of a few ulp, so only results near 0 (a dominant
     # entry near 0, say) lose relative accuracy: those take the log1p form.
     import torch
@@ -157,3 +193,35 @@ def logsumexp(x: Any, dim: int) -> Any | None:
         return value
     m, _, log_z = _shift_and_log_z(x, dim)
     return torch.where(torch.isinf(m), value, m + log_z)
+
+
+def cross_entropy_with_grad(p: IndexTargets, *, loss: bool) -> LossAndGrad | None:
+    """The gradient (and the loss) from torch's fused kernels, the gradient in place.
+
+    The probabilities are ours (unless autograd records them): they become
+    the gradient with no logits-sized temporary.  None where the kernels
+    answer None, or for an empty batch.
+    """
+    import torch
+
+    x, dim = p.logits, p.axis
+    if not x.numel() or (x.requires_grad and torch.is_grad_enabled()):
+        return None
+    value = None
+    if loss:
+        logp = log_softmax(x, dim)
+        if logp is None:
+            return None
+        value = generic.reduce(p, generic.per_sample_losses(p, logp))
+        s = logp.exp_()
+    else:
+        s = softmax(x, dim)
+        if s is None:
+            return None
+    scale, target_part, smooth_part = generic.gradient_scales(p)
+    s *= p.expand(scale)
+    s.scatter_add_(dim, p.expand(p.indices), p.expand(-target_part))
+    if p.smoothing > 0:
+        s -= smooth_part
+        s *= p.expand(p.counted.to(s.dtype))
+    return value, s

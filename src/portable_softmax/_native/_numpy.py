@@ -10,7 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from portable_softmax._native import add_at, from_rows, to_rows
+from portable_softmax._compat import Array
+from portable_softmax._native._base import Backend, LossAndGrad
+from portable_softmax._native._rows import from_rows, to_rows
+from portable_softmax._problem import CrossEntropyProblem, IndexTargets
+
+__all__ = ["NumpyBackend"]
 
 # SciPy's softmax makes three full temporaries; here the output is the only
 # one, and rows are processed in cache-sized blocks, split over the cores
@@ -26,6 +31,43 @@ def _executor() -> ThreadPoolExecutor:
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
     return _pool
+
+
+class NumpyBackend(Backend):
+    """``numpy.ndarray`` (not its subclasses) of float32 or float64."""
+
+    name = "numpy"
+
+    def softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
+        return blocked(x, axes, softmax_rows) if _takes(x, where) else None
+
+    def log_softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
+        return blocked(x, axes, log_softmax_rows) if _takes(x, where) else None
+
+    def logsumexp(self, x: Array, axes: tuple[int, ...]) -> Array | None:
+        return blocked(x, axes, logsumexp_rows, reduce=True) if _takes(x, None) else None
+
+    def cross_entropy(
+        self, p: CrossEntropyProblem, *, loss: bool, grad: bool
+    ) -> LossAndGrad | None:
+        if not isinstance(p, IndexTargets) or not p.logits.size:
+            return None
+        return cross_entropy(p, loss=loss, grad=grad)
+
+    def mean_cross_entropy_with_grad(
+        self, logits: Array, target: Array
+    ) -> tuple[Array, Array] | None:
+        return mean_cross_entropy(logits, target)
+
+
+def _takes(x: np.ndarray, where: Array | None) -> bool:
+    return where is None and x.dtype in (np.float32, np.float64)
+
+
+def _add_at(a: np.ndarray, index: np.ndarray, values: np.ndarray, axis: int) -> None:
+    """``a[..., index, ...] += values`` along ``axis``, in place."""
+    picked = np.take_along_axis(a, index, axis=axis)
+    np.put_along_axis(a, index, picked + values, axis=axis)
 
 
 def blocked(
@@ -99,70 +141,77 @@ def logsumexp_rows(x: np.ndarray, out: np.ndarray) -> bool:
     return not np.isinf(m).any()
 
 
-def cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any] | None:
-    """Class-index cross-entropy and/or its gradient, or None.
+class _ClassAxis:
+    """Picking, broadcasting and updating along the class axis of ``p``'s logits.
+
+    The common case, 2-D logits with classes last, indexes rows directly
+    (a third of the cost of ``take_along_axis`` at batch size 100).
+    """
+
+    def __init__(self, p: IndexTargets) -> None:
+        self.axis, y = p.axis, p.indices
+        self.shape = y.shape
+        if p.logits.ndim == 2 and p.axis == 1:
+            self.index: Any = (np.arange(p.logits.shape[0]), y)
+        else:
+            self.index = None
+            self.expanded = np.expand_dims(y, p.axis)
+
+    def pick(self, a: np.ndarray) -> np.ndarray:
+        if self.index is not None:
+            return a[self.index]
+        return np.take_along_axis(a, self.expanded, axis=self.axis).reshape(self.shape)
+
+    def column(self, v: Any) -> Any:
+        return v[:, None] if self.index is not None else np.expand_dims(v, self.axis)
+
+    def subtract_at(self, a: np.ndarray, v: np.ndarray) -> None:
+        if self.index is not None:
+            a[self.index] -= v
+        else:
+            _add_at(a, self.expanded, -self.column(v), self.axis)
+
+
+def _weighted_sum(p: IndexTargets, g: np.ndarray) -> np.ndarray:
+    """``sum_c w_c * g_c`` along the class axis, with no second logits-sized buffer."""
+    if p.weight is None:
+        return g.sum(axis=p.axis)
+    # A zero weight hides its class, a -inf logit included (0 * -inf is NaN).
+    live = np.flatnonzero(p.weight)
+    g_live = g if live.size == p.n_classes else g.take(live, axis=p.axis)
+    return np.tensordot(g_live, p.weight[live], axes=([p.axis], [0]))
+
+
+def cross_entropy(p: IndexTargets, *, loss: bool, grad: bool) -> LossAndGrad | None:
+    """Class-index cross-entropy and/or its gradient, or None for an infinite maximum.
 
     One logits-sized buffer holds ``x - max``, then ``exp``, then the
     probabilities, then the gradient; everything else is per sample.  The
-    math is that of ``_losses`` (torch's semantics), written for few calls
-    into NumPy: at batch size 100 the call overhead is the cost.
+    math is that of the generic path (torch's semantics), written for few
+    calls into NumPy: at batch size 100 the call overhead is the cost.
     """
-    x, ax, n, eps, y = p.logits, p.axis, p.n_classes, p.smoothing, p.indices
-    if x.ndim == 2 and ax == 1:
-        rows = np.arange(x.shape[0])
-
-        def pick(a: np.ndarray) -> np.ndarray:
-            return a[rows, y]
-
-        def column(v: Any) -> Any:
-            return v[:, None]
-
-        def subtract_at(a: np.ndarray, v: np.ndarray) -> None:
-            a[rows, y] -= v
-
-    else:
-        idx = np.expand_dims(y, ax)
-
-        def pick(a: np.ndarray) -> np.ndarray:
-            return np.take_along_axis(a, idx, axis=ax).reshape(y.shape)
-
-        def column(v: Any) -> Any:
-            return np.expand_dims(v, ax)
-
-        def subtract_at(a: np.ndarray, v: np.ndarray) -> None:
-            add_at(a, idx, -column(v), ax)
-
-    w_b = (
-        1.0 if p.weight is None else p.weight.reshape([-1 if i == ax else 1 for i in range(x.ndim)])
-    )
+    x, ax, n, eps = p.logits, p.axis, p.n_classes, p.smoothing
+    classes = _ClassAxis(p)
     # The caller (a public function) has NumPy's warnings off.
     m = x.max(axis=ax, keepdims=True)
     if np.isinf(m).any():
         return None
     g = np.subtract(x, m)
     counted = p.counted.astype(x.dtype)
-    w_y = counted if p.weight is None else p.weight[y] * counted
+    w_y = counted if p.weight is None else p.weight[p.indices] * counted
     w_all = x.dtype.type(n) if p.weight is None else p.weight.sum()
     factor = 1.0
     if p.reduction == "mean":
         divisor = w_y.sum()
         factor = 1.0 / divisor if divisor else 0.0
     if loss:
-        shifted_y = pick(g)
-        if eps > 0:
-            # A contraction, not (g * w).sum(): no second logits-sized buffer.
-            if p.weight is None:
-                weighted_shift = g.sum(axis=ax)
-            else:
-                # A zero weight hides its class, a -inf logit included (0 * -inf is NaN).
-                live = np.flatnonzero(p.weight)
-                g_live = g if live.size == n else g.take(live, axis=ax)
-                weighted_shift = np.tensordot(g_live, p.weight[live], axes=([ax], [0]))
+        shifted_y = classes.pick(g)
+        weighted_shift = _weighted_sum(p, g) if eps > 0 else None
     np.exp(g, out=g)
     z = g.sum(axis=ax, keepdims=True)
     value = None
     if loss:
-        log_z = np.log(z).reshape(y.shape)
+        log_z = np.log(z).reshape(p.indices.shape)
         # A zero weight hides a -inf log-probability (0 * inf would be NaN).
         per_sample = np.where(w_y == 0, 0.0, w_y * (log_z - shifted_y))
         if eps > 0:
@@ -173,11 +222,12 @@ def cross_entropy(p: Any, *, loss: bool, grad: bool) -> tuple[Any, Any] | None:
     if not grad:
         return value, None
     g /= z
-    g *= column(((1 - eps) * w_y + (eps / n) * w_all * counted) * factor)
-    subtract_at(g, ((1 - eps) * factor * w_y).astype(x.dtype, copy=False))
+    g *= classes.column(((1 - eps) * w_y + (eps / n) * w_all * counted) * factor)
+    classes.subtract_at(g, ((1 - eps) * factor * w_y).astype(x.dtype, copy=False))
     if eps > 0:
+        w_b = 1.0 if p.weight is None else p.class_vector(p.weight)
         g -= (eps / n) * factor * w_b
-        g *= column(counted)
+        g *= classes.column(counted)
     return value, g
 
 

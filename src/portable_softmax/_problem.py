@@ -1,0 +1,202 @@
+"""The validated arguments of a cross-entropy call, one type per kind of target.
+
+The public loss functions build a problem once with :func:`cross_entropy_problem`;
+the generic code and every backend's fast path then read the same checked,
+compute-dtype arrays.  Class-index targets and probability targets are two
+types, so code that handles one kind says so with ``isinstance``.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from portable_softmax._compat import (
+    Array,
+    xp_as_compute,
+    xp_check_floating,
+    xp_default_dtype,
+    xp_device,
+    xp_eager,
+    xp_inputs,
+    xp_normalize_axis,
+)
+
+__all__ = ["CrossEntropyProblem", "IndexTargets", "ProbabilityTargets", "cross_entropy_problem"]
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Common:
+    """What every cross-entropy call has, whatever its target."""
+
+    xp: ModuleType
+    logits: Array  # compute dtype (float32 for half precision)
+    out_dtype: Any
+    axis: int  # non-negative
+    n_classes: int
+    reduction: str
+    weight: Array | None  # shape (C,), compute dtype
+    smoothing: float
+
+    def finish(self, a: Array) -> Array:
+        """The result in the caller's dtype; NumPy's reductions give scalars, made 0-d arrays."""
+        if isinstance(a, np.generic):
+            a = np.asarray(a)
+        return a if a.dtype == self.out_dtype else self.xp.astype(a, self.out_dtype, copy=False)
+
+    def expand(self, a: Array) -> Array:
+        """Insert the class axis into a per-sample array."""
+        return self.xp.expand_dims(a, axis=self.axis)
+
+    def class_vector(self, a: Array) -> Array:
+        """Reshape a per-class vector to broadcast along the class axis."""
+        shape = [1] * self.logits.ndim
+        shape[self.axis] = self.n_classes
+        return self.xp.reshape(a, tuple(shape))
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexTargets(_Common):
+    """A cross-entropy call with integer class-index targets."""
+
+    indices: Array  # clipped into [0, C), the default integer dtype
+    counted: Array  # bool: not ignored
+    invalid: Array  # bool: out of range (reachable on lazy backends only)
+
+    @functools.cached_property
+    def target_weights(self) -> tuple[Array, Array]:
+        """Per-sample weight of the target class (0 where ignored), and their sum.
+
+        Loss, reduction and gradient all need them: computed once per call.
+        """
+        xp = self.xp
+        if self.weight is None:
+            w_y = xp.astype(self.counted, self.logits.dtype, copy=False)
+        else:
+            picked = xp.take(self.weight, xp.reshape(self.indices, (-1,)), axis=0)
+            w_y = xp.where(self.counted, xp.reshape(picked, self.indices.shape), 0.0)
+        return w_y, xp.sum(w_y)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbabilityTargets(_Common):
+    """A cross-entropy call with class-probability targets (shaped like the logits)."""
+
+    probs: Array  # compute dtype
+
+
+CrossEntropyProblem = IndexTargets | ProbabilityTargets
+
+
+def cross_entropy_problem(
+    logits: Any,
+    target: Any,
+    *,
+    axis: int,
+    reduction: str,
+    weight: Any,
+    ignore_index: int | None,
+    label_smoothing: float,
+) -> CrossEntropyProblem:
+    """Check the arguments of a cross-entropy call and build its problem.
+
+    Raises the ``TypeError`` and ``ValueError`` of the loss functions'
+    docstrings, each naming the argument at fault.
+    """
+    xp, logits, (target, weight) = xp_inputs(logits, target, weight)
+    xp_check_floating(logits, xp, "logits")
+    if logits.ndim == 0:
+        msg = "logits must have at least one axis (the class axis); got a 0-d array"
+        raise ValueError(msg)
+    ax = xp_normalize_axis(axis, logits.ndim)
+    if reduction not in REDUCTIONS:
+        msg = f"reduction must be one of {REDUCTIONS}, got {reduction!r}"
+        raise ValueError(msg)
+    smoothing = float(label_smoothing)
+    if not 0.0 <= smoothing <= 1.0:
+        msg = f"label_smoothing must lie in [0, 1], got {label_smoothing!r}"
+        raise ValueError(msg)
+    x = xp_as_compute(logits, xp)
+    common = {
+        "xp": xp,
+        "logits": x,
+        "out_dtype": logits.dtype,
+        "axis": ax,
+        "n_classes": logits.shape[ax],
+        "reduction": reduction,
+        "weight": _class_weights(weight, x, ax, xp),
+        "smoothing": smoothing,
+    }
+    if xp.isdtype(target.dtype, "integral"):
+        _check_target_shape(target, logits, ax, sample=True)
+        return IndexTargets(**common, **_index_fields(target, x, ax, ignore_index, xp))
+    if xp.isdtype(target.dtype, "real floating"):
+        _check_target_shape(target, logits, ax, sample=False)
+        if ignore_index is not None:
+            msg = (
+                "ignore_index applies to class-index targets only; "
+                "with probability targets give the ignored samples zero probability"
+            )
+            raise ValueError(msg)
+        return ProbabilityTargets(**common, probs=xp.astype(target, x.dtype, copy=False))
+    msg = (
+        f"target must hold integer class indices or floating probabilities, "
+        f"got dtype {target.dtype}"
+    )
+    raise TypeError(msg)
+
+
+def _class_weights(weight: Array | None, x: Array, axis: int, xp: ModuleType) -> Array | None:
+    if weight is None:
+        return None
+    xp_check_floating(weight, xp, "weight")
+    n_classes = x.shape[axis]
+    if tuple(weight.shape) != (n_classes,):
+        msg = (
+            f"weight must hold one value per class, shape ({n_classes},), "
+            f"got shape {tuple(weight.shape)}"
+        )
+        raise ValueError(msg)
+    return xp.astype(weight, x.dtype, copy=False)
+
+
+def _check_target_shape(target: Array, logits: Array, axis: int, *, sample: bool) -> None:
+    sample_shape = tuple(logits.shape[:axis]) + tuple(logits.shape[axis + 1 :])
+    expected = sample_shape if sample else tuple(logits.shape)
+    if tuple(target.shape) == expected:
+        return
+    msg = (
+        f"target of shape {tuple(target.shape)} and dtype {target.dtype} "
+        f"matches neither form: class indices are integers of shape "
+        f"{sample_shape} (logits {tuple(logits.shape)} without axis {axis}), "
+        f"probabilities are floats of shape {tuple(logits.shape)}"
+    )
+    raise ValueError(msg)
+
+
+def _index_fields(
+    target: Array, x: Array, axis: int, ignore_index: int | None, xp: ModuleType
+) -> dict[str, Array]:
+    """``indices``, ``counted`` and ``invalid``; raises for a bad index on eager backends."""
+    n_classes = x.shape[axis]
+    idx_dtype = xp_default_dtype(xp, "integral", xp_device(x))
+    y = xp.astype(target, idx_dtype, copy=False)
+    in_range = (y >= 0) & (y < n_classes)
+    counted = xp.ones_like(in_range) if ignore_index is None else y != operator.index(ignore_index)
+    invalid = counted & ~in_range
+    if xp_eager(y) and bool(xp.any(invalid)):
+        n_bad = int(xp.sum(xp.astype(invalid, idx_dtype, copy=False)))
+        allowed = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+        msg = (
+            f"target class indices must lie in [0, {n_classes}){allowed}; "
+            f"got {int(y[invalid][0])} ({n_bad} out of range)"
+        )
+        raise ValueError(msg)
+    return {"indices": xp.where(in_range & counted, y, 0), "counted": counted, "invalid": invalid}
