@@ -1,57 +1,64 @@
 """The backend matrix: one ``xp`` fixture runs every test on every installed backend.
 
-``PORTABLE_SOFTMAX_BACKENDS=numpy,torch`` selects a subset.  Backend names:
-numpy, array_api_strict, torch, torch_cuda, jax, jax_jit, dask, cupy.
-``jax_jit`` and ``dask`` run the functions tagged with
+``PORTABLE_SOFTMAX_BACKENDS=numpy,torch`` selects a subset; the names and
+what the suite knows of each are in ``backends.REGISTRY``.  ``jax_jit`` and
+``dask`` run the functions tagged with
 ``array_api_extra.testing.lazy_xp_function`` under ``jax.jit`` and with Dask
-computation forbidden.
+computation forbidden.  Backends that are not installed, or need a GPU this
+machine lacks, are not generated at all: the header of the run names them.
+
+Parameters generated here, jointly with ``library`` (so that nothing is
+generated only to be skipped):
+
+``native``
+    True and False (fast paths on and off) on backends that have fast
+    paths; only True elsewhere, where both would run the same code.
+``case``
+    The cases of the ``case_grid(cases, stride=k)`` marker (the loss option
+    grid ``cases.CASES`` by default); on the backends that compile or build
+    a graph per call every ``grid_stride``-th of them (every ``k``-th where
+    the marker says).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
+import importlib.util
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-ALL_BACKENDS = (
-    "numpy",
-    "array_api_strict",
-    "torch",
-    "torch_cuda",
-    "jax",
-    "jax_jit",
-    "dask",
-    "cupy",
-)
-_MODULES = {
-    "numpy": "numpy",
-    "array_api_strict": "array_api_strict",
-    "torch": "torch",
-    "torch_cuda": "torch",
-    "jax": "jax.numpy",
-    "jax_jit": "jax.numpy",
-    "dask": "dask.array",
-    "cupy": "cupy",
-}
+from backends import REGISTRY, check_names, selected
 
 
-def _selected() -> tuple[str, ...]:
-    env = os.environ.get("PORTABLE_SOFTMAX_BACKENDS", "").strip()
-    if not env:
-        return ALL_BACKENDS
-    names = tuple(n.strip() for n in env.split(",") if n.strip())
-    unknown = sorted(set(names) - set(ALL_BACKENDS))
-    if unknown:
-        msg = f"PORTABLE_SOFTMAX_BACKENDS names unknown backends {unknown}; known: {ALL_BACKENDS}"
-        raise pytest.UsageError(msg)
-    return names
+def _unavailable(name: str) -> str | None:
+    """Why backend ``name`` cannot run here, or None when it can."""
+    info = REGISTRY[name]
+    if importlib.util.find_spec(info.module.split(".")[0]) is None:
+        return "not installed"
+    if not info.gpu:
+        return None
+    if info.module == "torch":
+        import torch
+
+        return None if torch.cuda.is_available() else "no CUDA device"
+    try:
+        import cupy
+
+        return None if cupy.cuda.runtime.getDeviceCount() > 0 else "no CUDA device"
+    except Exception:  # noqa: BLE001 - any CUDA runtime failure means no GPU
+        return "no CUDA device"
 
 
-BACKENDS = _selected()
+_REASONS = {name: _unavailable(name) for name in selected()}
+BACKENDS = tuple(name for name, why in _REASONS.items() if why is None)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [f"portable_softmax backends: {', '.join(BACKENDS)}"]
+    lines += [f"  not run: {name} ({why})" for name, why in _REASONS.items() if why]
+    return lines
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,29 +70,58 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    names = metafunc.fixturenames
+    if "library" not in names:
+        return
+    axes: list[tuple[str, Any]] = []
+    if "native" in names:
+        axes.append(("native", lambda lib: (True, False) if REGISTRY[lib].native else (True,)))
+    if "case" in names and not _parametrized(metafunc, "case"):
+        from cases import CASES
+
+        marker = metafunc.definition.get_closest_marker("case_grid")
+        grid = CASES if marker is None else marker.args[0]
+        sparse = None if marker is None else marker.kwargs.get("stride")
+
+        def cases(lib: str) -> list[Any]:
+            stride = REGISTRY[lib].grid_stride
+            return grid[:: sparse or stride] if stride > 1 else grid
+
+        axes.append(("case", cases))
+    rows: list[tuple[Any, ...]] = [(lib,) for lib in BACKENDS]
+    for _, values in axes:
+        rows = [(*row, v) for row in rows for v in values(row[0])]
+    argnames = ["library", *(name for name, _ in axes)]
+    ids = ["-".join(_id(v) for v in row) for row in rows]
+    metafunc.parametrize(argnames, rows, ids=ids)
+
+
+def _parametrized(metafunc: pytest.Metafunc, name: str) -> bool:
+    """True when the test parametrizes ``name`` itself."""
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        argnames = marker.args[0]
+        if isinstance(argnames, str):
+            argnames = [n.strip() for n in argnames.split(",")]
+        if name in argnames:
+            return True
+    return False
+
+
+def _id(value: Any) -> str:
+    if isinstance(value, bool):
+        return "native" if value else "generic"
+    return getattr(value, "id", str(value))
+
+
 def _load(name: str) -> ModuleType:
-    module = pytest.importorskip(_MODULES[name], reason=f"{name} is not installed")
-    if name == "torch_cuda" and not module.cuda.is_available():
-        pytest.skip("torch_cuda: no CUDA device on this machine")
-    if name == "cupy":
-        try:
-            ok = module.cuda.runtime.getDeviceCount() > 0
-        except Exception:  # noqa: BLE001 - any CUDA runtime failure means no GPU
-            ok = False
-        if not ok:
-            pytest.skip("cupy: no CUDA device on this machine")
+    module = pytest.importorskip(REGISTRY[name].module)
     if name in ("numpy", "torch", "torch_cuda", "dask", "cupy"):
         from array_api_compat import array_namespace
 
         sample = module.asarray(np.zeros(1)) if name != "dask" else module.zeros(1)
         return array_namespace(sample)
     return module
-
-
-@pytest.fixture(params=BACKENDS)
-def library(request: pytest.FixtureRequest) -> str:
-    """The backend's name (see ``ALL_BACKENDS``)."""
-    return request.param
 
 
 @pytest.fixture
@@ -115,11 +151,17 @@ def xp(library: str, request: pytest.FixtureRequest) -> Any:
             torch.set_default_device("cpu")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in item.iter_markers("skip_xp_backend"):
+            check_names(marker.args[:1], f"skip_xp_backend on {item.nodeid}")
+
+
 @pytest.fixture(autouse=True)
 def _skip_marked_backends(request: pytest.FixtureRequest) -> None:
     if "library" not in request.fixturenames:
         return
     library = request.getfixturevalue("library")
     for marker in request.node.iter_markers("skip_xp_backend"):
-        if marker.args and marker.args[0] == library:
+        if marker.args[0] == library:
             pytest.skip(marker.kwargs.get("reason", f"not applicable to {library}"))

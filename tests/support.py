@@ -6,24 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from portable_softmax._compat import to_numpy
 
-def to_numpy(a: Any) -> np.ndarray:
-    """Host copy of any backend's array (computes Dask, copies from GPU)."""
-    mod = type(a).__module__
-    if mod.startswith("torch"):
-        import torch
-
-        t = a.detach().cpu()
-        if t.dtype == torch.bfloat16:
-            t = t.float()
-        return t.numpy()
-    if mod.startswith("cupy"):
-        return a.get()
-    if mod.startswith("dask"):
-        return np.asarray(a.compute())
-    if mod.startswith("array_api_strict"):
-        return np.from_dlpack(a)
-    return np.asarray(a)
+__all__ = ["assert_close", "assert_namespace_dtype", "to_numpy"]
 
 
 def assert_namespace_dtype(actual: Any, xp: Any, dtype: Any, shape: tuple | None = None) -> None:
@@ -56,7 +41,3 @@ def assert_close(
     np.testing.assert_allclose(
         to_numpy(actual).astype(np.float64), desired.astype(np.float64), rtol=rtol, atol=atol
     )
-
-
-def is_lazy(library: str) -> bool:
-    return library in ("jax", "jax_jit", "dask")

@@ -19,6 +19,7 @@ from array_api_extra.testing import lazy_xp_function
 
 import portable_softmax as ps
 from portable_softmax import log_softmax, logsumexp, softmax
+from backends import REGISTRY
 from support import assert_close, assert_namespace_dtype, to_numpy
 
 for _f in (softmax, log_softmax, logsumexp):
@@ -61,17 +62,6 @@ def arr(xp, values, dtype=None):
 
 def host(a):
     return to_numpy(a).astype(np.float64)
-
-
-NATIVE_BACKENDS = ("numpy", "torch", "torch_cuda", "jax", "jax_jit")
-
-
-@pytest.fixture(params=[True, False], ids=["native", "generic"])
-def native(request, library):
-    """Fast paths on / off, where the backend has them (NumPy, PyTorch, JAX)."""
-    if not request.param and library not in NATIVE_BACKENDS:
-        pytest.skip(f"{library} has no native fast path: the native run is the generic one")
-    return request.param
 
 
 def assert_same_device(out, x):
@@ -828,7 +818,7 @@ def test_logsumexp_tiny_result_with_ties_and_keepdims(xp):
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
 @pytest.mark.parametrize(("shape", "axis"), [((5, 33), -1), ((4, 6, 5), 1), ((300, 1000), -1), ((3, 4, 5), (0, 2))])
 def test_native_and_generic_paths_agree(xp, library, dtype_name, shape, axis):
-    if library not in NATIVE_BACKENDS:
+    if not REGISTRY[library].native:
         pytest.skip("no native fast path")
     dt = get_dtype(xp, library, dtype_name)
     rng = np.random.default_rng(12)
