@@ -99,6 +99,16 @@ def _kernels() -> _Kernels:
             value,
         )
 
+    _define_jvps(softmax, log_softmax, logsumexp)
+    # Jitted (the axes static): eagerly, a cond of fresh closures would
+    # compile on every call; this way once per shape and dtype.
+    return _Kernels(*(jax.jit(f, static_argnums=1) for f in (softmax, log_softmax, logsumexp)))
+
+
+def _define_jvps(softmax: Any, log_softmax: Any, logsumexp: Any) -> None:
+    """Closed-form derivatives from the final values (not through the guard's cond)."""
+    import jax.numpy as jnp
+
     def sum_along(a: Any, axes: tuple[int, ...]) -> Any:
         return jnp.sum(a, axis=axes, keepdims=True)
 
@@ -117,7 +127,3 @@ def _kernels() -> _Kernels:
     def _(axes: tuple[int, ...], primals: Any, tangents: Any) -> tuple[Any, Any]:
         (x,), (dx,) = primals, tangents
         return logsumexp(x, axes), sum_along(softmax(x, axes) * dx, axes)
-
-    # Jitted (the axes static): eagerly, a cond of fresh closures would
-    # compile on every call; this way once per shape and dtype.
-    return _Kernels(*(jax.jit(f, static_argnums=1) for f in (softmax, log_softmax, logsumexp)))
