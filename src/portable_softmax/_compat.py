@@ -7,6 +7,7 @@ modules sees at once what is dispatch and dtype policy rather than math.
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -16,18 +17,19 @@ import numpy as np
 from array_api_compat import (
     array_namespace,
     is_array_api_obj,
-    is_writeable_array,
     is_array_api_strict_namespace,
     is_cupy_array,
     is_cupy_namespace,
+    is_dask_array,
     is_dask_namespace,
     is_jax_array,
     is_jax_namespace,
     is_lazy_array,
-    is_numpy_namespace,
     is_numpy_array,
+    is_numpy_namespace,
     is_torch_array,
     is_torch_namespace,
+    is_writeable_array,
     to_device,
 )
 from array_api_compat import (
@@ -40,6 +42,7 @@ __all__ = [
     "is_array_api_strict_namespace",
     "is_cupy_array",
     "is_cupy_namespace",
+    "is_dask_array",
     "is_dask_namespace",
     "is_jax_array",
     "is_jax_namespace",
@@ -53,10 +56,12 @@ __all__ = [
     "xp_as_compute",
     "xp_broadcast_to",
     "xp_check_floating",
+    "xp_check_where",
     "xp_default_dtype",
     "xp_device",
     "xp_eager",
     "xp_full_like_reduced",
+    "xp_nan_where",
     "xp_inputs",
     "xp_is_empty",
     "xp_namespace",
@@ -82,12 +87,15 @@ def xp_inputs(x: Any, *others: Any) -> tuple[ModuleType, Array, list[Array | Non
         x = np.asarray(x, dtype=np.float64)
     kind = type(x)
     if all(o is None or type(o) is kind for o in others):
+        if kind is not np.ndarray:
+            _refuse_masked(x)
         # One array type: its namespace is cached, because the search costs
         # as much as a small softmax.
         xp = _NAMESPACES.get(kind)
         if xp is None:
             xp = _NAMESPACES[kind] = array_namespace(x)
         return xp, x, list(others)
+    _refuse_masked(x, *others)
     arrays = [x, *(o for o in others if o is not None and is_array_api_obj(o))]
     try:
         xp = array_namespace(*arrays)
@@ -157,6 +165,25 @@ def xp_broadcast_to(a: Array, shape: tuple[int, ...], name: str, xp: ModuleType)
         raise ValueError(msg) from exc
 
 
+def _refuse_masked(*arrays: Any) -> None:
+    # A mask is not part of the Array API: NumPy's own functions honour it in
+    # some places and not in others, so taking it silently would be wrong.
+    if any(isinstance(a, np.ma.MaskedArray) for a in arrays):
+        msg = (
+            "NumPy masked arrays are not supported: pass the data and the mask as "
+            "where=, e.g. softmax(x.data, where=~np.ma.getmaskarray(x))"
+        )
+        raise TypeError(msg)
+
+
+def xp_check_where(where: Array, shape: tuple[int, ...], xp: ModuleType) -> Array:
+    """``where`` checked to be boolean and broadcast to ``shape``."""
+    if not xp.isdtype(where.dtype, "bool"):
+        msg = f"where must be a boolean array, got dtype {where.dtype}"
+        raise TypeError(msg)
+    return xp_broadcast_to(where, shape, "where", xp)
+
+
 def xp_check_floating(x: Array, xp: ModuleType, name: str = "x") -> None:
     """Raise ``TypeError`` unless ``x`` has a real floating dtype."""
     if (type(x) is np.ndarray and x.dtype.kind == "f") or xp.isdtype(x.dtype, "real floating"):
@@ -223,8 +250,23 @@ def xp_normalize_axes(axis: int | Sequence[int], ndim: int) -> tuple[int, ...]:
 
 
 def xp_eager(*arrays: Array) -> bool:
-    """True when the values of all ``arrays`` can be read now (not JAX, not Dask)."""
-    return not any(is_lazy_array(a) for a in arrays)
+    """True when the values of all ``arrays`` can be read now.
+
+    Not JAX, not Dask, and not PyTorch's ``meta`` tensors, which have a shape
+    and no values (model-size tools and compilers trace with them).
+    """
+    return not any(is_lazy_array(a) or (is_torch_array(a) and a.is_meta) for a in arrays)
+
+
+def xp_nan_where(cond: Array, values: Array, xp: ModuleType) -> Array:
+    """``values`` with NaN where ``cond`` holds, without building a NaN elsewhere.
+
+    ``where(cond, nan, values)`` materialises a NaN operand, which
+    ``jax.debug_nans`` reports even when ``cond`` is all False; ``inf - inf``
+    at the chosen entries makes the NaN only where it is wanted.
+    """
+    inf = xp.where(cond, math.inf, xp.zeros_like(values))
+    return values + (inf - inf)
 
 
 def xp_full_like_reduced(
@@ -239,9 +281,10 @@ def xp_full_like_reduced(
 def xp_quiet(func: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``func`` with NumPy's invalid/divide/overflow warnings off.
 
-    The special values (docs/math.md, "Special values") are computed on purpose through ``inf - inf``
-    and ``log(0)`` and then replaced, and ``x - max`` may overflow to ``-inf``
-    where ``exp`` gives the right 0; NumPy-backed namespaces (numpy,
+    The special values (docs/math.md, "Special values") are computed on
+    purpose through ``inf - inf`` and ``log(0)`` and then replaced, and
+    ``x - max`` may overflow to ``-inf`` where ``exp`` gives the right 0;
+    NumPy-backed namespaces (numpy,
     array_api_strict) would otherwise warn about arithmetic whose result is
     never returned.
     """

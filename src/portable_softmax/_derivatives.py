@@ -57,7 +57,9 @@ def softmax_jacobian(x: Array, /, axis: int = -1) -> Array:
     x = xp_as_compute(x, xp)
     s = x if xp_is_empty(x) else generic.softmax(x, (ax,), None, xp)
     s = xp.moveaxis(s, ax, -1)
-    eye = xp.eye(s.shape[-1], dtype=s.dtype, device=xp_device(s))
+    n = s.shape[-1]
+    # At the result's rank: no implicit rank promotion (JAX's strict mode refuses it).
+    eye = xp.reshape(xp.eye(n, dtype=s.dtype, device=xp_device(s)), (1,) * (s.ndim - 1) + (n, n))
     jac = xp.expand_dims(s, axis=-1) * (eye - xp.expand_dims(s, axis=-2))
     return xp.astype(jac, out_dtype, copy=False)
 

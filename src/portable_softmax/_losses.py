@@ -16,6 +16,7 @@ from portable_softmax._compat import (
     xp_eager,
     xp_inputs,
     xp_is_empty,
+    xp_normalize_axis,
     xp_quiet,
 )
 from portable_softmax._generic import losses as generic
@@ -67,6 +68,7 @@ def cross_entropy(
     weight: Array | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
+    where: Array | None = None,
 ) -> Array:
     """Cross-entropy between ``softmax(logits)`` and a target, as in PyTorch.
 
@@ -92,7 +94,14 @@ def cross_entropy(
         A class-index value whose samples contribute neither loss nor
         gradient, nor count in the mean.  Class-index targets only.
     label_smoothing : float in [0, 1], optional
-        Mixes the target with the uniform distribution over the classes.
+        Mixes the target with the uniform distribution over the classes
+        (over the classes ``where`` keeps, when it is given).
+    where : array of bool, optional
+        Broadcastable to ``logits``; classes where it is False take no part
+        in the softmax (invalid actions, a constrained vocabulary).  A
+        class-index target on a masked class, or probability mass on one,
+        is a ``ValueError`` on eager backends and a NaN loss for that sample
+        on JAX and Dask.
 
     Returns
     -------
@@ -108,12 +117,17 @@ def cross_entropy(
         probability targets, or (NumPy, PyTorch, CuPy, array_api_strict) a
         class index outside ``[0, C)``.  JAX and Dask cannot raise from
         values: there such a sample's loss is NaN.
+    TypeError
+        Non-floating logits, a target of neither integer nor floating dtype,
+        an ``ignore_index`` that is not an integer (``True`` included).
 
     Notes
     -----
     Where nothing is counted (an empty batch, every target ignored, or zero
-    summed weight), ``"mean"`` gives 0 rather than NaN.  A target probability
-    of 0 contributes 0 even where the log-probability is ``-inf``.
+    summed weight), ``"mean"`` gives 0 rather than NaN, with a zero gradient.
+    A target probability of 0 contributes 0 even where the log-probability
+    is ``-inf`` (0 log 0 = 0, only there: elsewhere the derivative with
+    respect to probability targets is ``-log_softmax(logits)``).
 
     Examples
     --------
@@ -129,6 +143,7 @@ def cross_entropy(
         weight=weight,
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
+        where=where,
     )
     loss, _ = fast_or_generic(p.logits, _fast(p, loss=True, grad=False), lambda: (_loss(p), None))
     return p.finish(loss)
@@ -145,6 +160,7 @@ def cross_entropy_grad(
     weight: Array | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
+    where: Array | None = None,
 ) -> Array:
     """Exact gradient of :func:`cross_entropy` with respect to ``logits``.
 
@@ -172,6 +188,7 @@ def cross_entropy_grad(
         weight=weight,
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
+        where=where,
     )
     _, grad = fast_or_generic(p.logits, _fast(p, loss=False, grad=True), lambda: (None, _grad(p)))
     return p.finish(grad)
@@ -188,6 +205,7 @@ def cross_entropy_with_grad(
     weight: Array | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
+    where: Array | None = None,
 ) -> tuple[Array, Array]:
     """:func:`cross_entropy` and :func:`cross_entropy_grad` from one softmax.
 
@@ -208,7 +226,8 @@ def cross_entropy_with_grad(
     >>> round(float(loss), 4), grad.round(4)
     (1.4076, array([[ 0.09  , -0.7553,  0.6652]]))
     """
-    if weight is None and ignore_index is None and not label_smoothing and reduction == "mean":
+    plain = weight is None and ignore_index is None and where is None and not label_smoothing
+    if plain and reduction == "mean":
         # The training step's call: a lean path with its own light checks.
         backend = backend_for(logits) if axis in (-1, 1) else None
         if backend is not None and type(target) is type(logits):
@@ -223,6 +242,7 @@ def cross_entropy_with_grad(
         weight=weight,
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
+        where=where,
     )
     fast = _fast(p, loss=True, grad=True)
     loss, grad = fast_or_generic(p.logits, fast, lambda: _loss_and_grad(p))
@@ -230,7 +250,7 @@ def cross_entropy_with_grad(
 
 
 @xp_quiet
-def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None) -> Array:
+def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None, axis: int = -1) -> Array:
     """One-hot encode integer ``labels``.
 
     Parameters
@@ -242,14 +262,20 @@ def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None) -> Array:
         Number of classes ``C`` (at least 1).
     dtype : dtype, optional
         Output dtype; default the namespace's default floating dtype.
+    axis : int, optional
+        Where the class axis goes in the result, as in ``jax.nn.one_hot``.
+        Default: last.
 
     Returns
     -------
     array
-        Shape ``labels.shape + (num_classes,)``, on the device of ``labels``.
+        Shape ``labels.shape + (num_classes,)`` (with ``axis=-1``), on the
+        device of ``labels``.
 
     Raises
     ------
+    TypeError
+        Labels that are not integers (float labels included: cast them).
     ValueError
         On eager backends, for a label outside ``[0, num_classes)``.  JAX
         and Dask cannot raise from values: there such a row is all zeros,
@@ -275,7 +301,11 @@ def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None) -> Array:
     if xp_eager(labels) and bool(xp.any((labels < 0) | (labels >= n))):
         msg = f"labels must lie in [0, {n}) for num_classes={n}"
         raise ValueError(msg)
+    class_axis = xp_normalize_axis(axis, labels.ndim + 1)
     dev = xp_device(labels)
     dtype = xp_default_dtype(xp, "real floating", dev) if dtype is None else dtype
-    classes = xp.arange(n, dtype=labels.dtype, device=dev)
-    return xp.astype(xp.expand_dims(labels, axis=-1) == classes, dtype, copy=False)
+    # Both operands of the comparison have the result's rank: no implicit
+    # rank promotion (JAX's strict mode refuses it).
+    classes = xp.reshape(xp.arange(n, dtype=labels.dtype, device=dev), (1,) * labels.ndim + (n,))
+    out = xp.astype(xp.expand_dims(labels, axis=-1) == classes, dtype, copy=False)
+    return out if class_axis == labels.ndim else xp.moveaxis(out, -1, class_axis)

@@ -9,6 +9,7 @@ types, so code that handles one kind says so with ``isinstance``.
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from dataclasses import dataclass
 from types import ModuleType
@@ -20,6 +21,7 @@ from portable_softmax._compat import (
     Array,
     xp_as_compute,
     xp_check_floating,
+    xp_check_where,
     xp_default_dtype,
     xp_device,
     xp_eager,
@@ -44,6 +46,9 @@ class _Common:
     reduction: str
     weight: Array | None  # shape (C,), compute dtype
     smoothing: float
+    where: Array | None  # bool, the shape of the logits: the classes that take part
+    # bool per sample: a target the lazy backends could not refuse (NaN loss)
+    invalid: Array | None
 
     def finish(self, a: Array) -> Array:
         """The result in the caller's dtype; NumPy's reductions give scalars, made 0-d arrays."""
@@ -66,9 +71,8 @@ class _Common:
 class IndexTargets(_Common):
     """A cross-entropy call with integer class-index targets."""
 
-    indices: Array  # clipped into [0, C), the default integer dtype
+    indices: Array  # clipped into [0, C) and onto kept classes, the default integer dtype
     counted: Array  # bool: not ignored
-    invalid: Array  # bool: out of range (reachable on lazy backends only)
 
     @functools.cached_property
     def target_weights(self) -> tuple[Array, Array]:
@@ -104,18 +108,26 @@ def cross_entropy_problem(
     weight: Any,
     ignore_index: int | None,
     label_smoothing: float,
+    where: Any = None,
 ) -> CrossEntropyProblem:
     """Check the arguments of a cross-entropy call and build its problem.
 
     Raises the ``TypeError`` and ``ValueError`` of the loss functions'
     docstrings, each naming the argument at fault.
     """
-    xp, logits, (target, weight) = xp_inputs(logits, target, weight)
+    xp, logits, (target, weight, where) = xp_inputs(logits, target, weight, where)
     xp_check_floating(logits, xp, "logits")
     if logits.ndim == 0:
         msg = "logits must have at least one axis (the class axis); got a 0-d array"
         raise ValueError(msg)
     ax = xp_normalize_axis(axis, logits.ndim)
+    for name, a in (("logits", logits), ("target", target)):
+        if any(n is None or math.isnan(n) for n in a.shape):
+            msg = (
+                f"{name} has a shape with unknown sizes, {tuple(a.shape)} (Dask, after "
+                f"boolean indexing?): call {name}.compute_chunk_sizes() first"
+            )
+            raise ValueError(msg)
     if reduction not in REDUCTIONS:
         msg = f"reduction must be one of {REDUCTIONS}, got {reduction!r}"
         raise ValueError(msg)
@@ -123,7 +135,15 @@ def cross_entropy_problem(
     if not 0.0 <= smoothing <= 1.0:
         msg = f"label_smoothing must lie in [0, 1], got {label_smoothing!r}"
         raise ValueError(msg)
+    if isinstance(ignore_index, bool) or not (
+        ignore_index is None or isinstance(ignore_index, int | np.integer)
+    ):
+        msg = f"ignore_index must be an integer, got {ignore_index!r}"
+        raise TypeError(msg)
     x = xp_as_compute(logits, xp)
+    if where is not None:
+        where = xp_check_where(where, x.shape, xp)
+        x = xp.where(where, x, -math.inf)
     common = {
         "xp": xp,
         "logits": x,
@@ -133,10 +153,11 @@ def cross_entropy_problem(
         "reduction": reduction,
         "weight": _class_weights(weight, x, ax, xp),
         "smoothing": smoothing,
+        "where": where,
     }
     if xp.isdtype(target.dtype, "integral"):
         _check_target_shape(target, logits, ax, sample=True)
-        return IndexTargets(**common, **_index_fields(target, x, ax, ignore_index, xp))
+        return IndexTargets(**common, **_index_fields(target, x, ax, ignore_index, where, xp))
     if xp.isdtype(target.dtype, "real floating"):
         _check_target_shape(target, logits, ax, sample=False)
         if ignore_index is not None:
@@ -145,7 +166,9 @@ def cross_entropy_problem(
                 "with probability targets give the ignored samples zero probability"
             )
             raise ValueError(msg)
-        return ProbabilityTargets(**common, probs=xp.astype(target, x.dtype, copy=False))
+        probs = xp.astype(target, x.dtype, copy=False)
+        invalid = None if where is None else _mass_on_masked(probs, where, ax, xp)
+        return ProbabilityTargets(**common, probs=probs, invalid=invalid)
     msg = (
         f"target must hold integer class indices or floating probabilities, "
         f"got dtype {target.dtype}"
@@ -182,7 +205,12 @@ def _check_target_shape(target: Array, logits: Array, axis: int, *, sample: bool
 
 
 def _index_fields(
-    target: Array, x: Array, axis: int, ignore_index: int | None, xp: ModuleType
+    target: Array,
+    x: Array,
+    axis: int,
+    ignore_index: int | None,
+    where: Array | None,
+    xp: ModuleType,
 ) -> dict[str, Array]:
     """``indices``, ``counted`` and ``invalid``; raises for a bad index on eager backends."""
     n_classes = x.shape[axis]
@@ -193,10 +221,34 @@ def _index_fields(
     invalid = counted & ~in_range
     if xp_eager(y) and bool(xp.any(invalid)):
         n_bad = int(xp.sum(xp.astype(invalid, idx_dtype, copy=False)))
-        allowed = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+        allowed = (
+            " (padding with -100, as torch does? pass ignore_index=-100)"
+            if ignore_index is None
+            else f" or equal ignore_index={ignore_index}"
+        )
         msg = (
             f"target class indices must lie in [0, {n_classes}){allowed}; "
             f"got {int(y[invalid][0])} ({n_bad} out of range)"
         )
         raise ValueError(msg)
-    return {"indices": xp.where(in_range & counted, y, 0), "counted": counted, "invalid": invalid}
+    indices = xp.where(in_range & counted, y, 0)
+    if where is not None:
+        classes = xp.arange(n_classes, dtype=idx_dtype, device=xp_device(y))
+        shape = [1] * x.ndim
+        shape[axis] = n_classes
+        hits = xp.expand_dims(indices, axis=axis) == xp.reshape(classes, tuple(shape))
+        masked = counted & in_range & ~xp.any(hits & where, axis=axis)
+        if xp_eager(y) and bool(xp.any(masked)):
+            msg = f"target class index {int(y[masked][0])} falls on a class masked by where"
+            raise ValueError(msg)
+        invalid = invalid | masked
+    return {"indices": indices, "counted": counted, "invalid": invalid}
+
+
+def _mass_on_masked(probs: Array, where: Array, axis: int, xp: ModuleType) -> Array:
+    """Per sample: probability mass on a class masked by ``where`` (raises on eager backends)."""
+    bad = xp.any((probs != 0) & ~where, axis=axis)
+    if xp_eager(bad) and bool(xp.any(bad)):
+        msg = "target probability mass falls on classes masked by where"
+        raise ValueError(msg)
+    return bad

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from portable_softmax._compat import Array, xp_device, xp_eager
+from portable_softmax._compat import Array, xp_device, xp_eager, xp_nan_where
 from portable_softmax._problem import CrossEntropyProblem, IndexTargets, ProbabilityTargets
 
 __all__ = [
@@ -49,9 +49,26 @@ def _mean_divisor(p: CrossEntropyProblem) -> Array | float:
     return p.target_weights[1]
 
 
+def _live_classes(p: CrossEntropyProblem) -> Array | float:
+    """How many classes take part per sample (class axis kept): C, or those ``where`` keeps."""
+    if p.where is None:
+        return float(p.n_classes)
+    xp = p.xp
+    count = xp.sum(xp.astype(p.where, p.logits.dtype, copy=False), axis=p.axis, keepdims=True)
+    return xp.where(count == 0, 1.0, count)
+
+
+def _uniform(p: CrossEntropyProblem) -> Array | float:
+    """The smoothing distribution: 1/C on every class, or on the classes ``where`` keeps."""
+    live = _live_classes(p)
+    if p.where is None:
+        return 1.0 / live
+    return p.xp.where(p.where, 1.0 / live, 0.0)
+
+
 def _smoothed_probs(p: ProbabilityTargets) -> Array:
-    eps, n = p.smoothing, p.n_classes
-    q = p.probs if eps == 0 else p.probs * (1 - eps) + eps / n
+    eps = p.smoothing
+    q = p.probs if eps == 0 else p.probs * (1 - eps) + eps * _uniform(p)
     return q * _per_class_weights(p)
 
 
@@ -73,18 +90,21 @@ def reduce(p: CrossEntropyProblem, losses: Array) -> Array:
     return xp.where(empty, zero, total / xp.where(empty, 1.0, divisor))
 
 
-def _nan_if_invalid(p: IndexTargets, values: Array, per_sample: bool) -> Array:
-    """NaN for samples with an out-of-range index (lazy backends cannot raise)."""
-    if xp_eager(values):
+def _nan_if_invalid(p: CrossEntropyProblem, values: Array, per_sample: bool) -> Array:
+    """NaN for samples whose target is invalid (lazy backends cannot raise)."""
+    if p.invalid is None or xp_eager(values):
         return values
     bad = p.invalid if per_sample else p.expand(p.invalid)
-    return p.xp.where(bad, math.nan, values)
+    return xp_nan_where(bad, values, p.xp)
 
 
 def zero_losses(p: CrossEntropyProblem) -> Array:
-    """Per-sample losses of an empty problem: zeros of the sample shape."""
-    shape = tuple(n for i, n in enumerate(p.logits.shape) if i != p.axis)
-    return p.xp.zeros(shape, dtype=p.logits.dtype, device=xp_device(p.logits))
+    """Per-sample losses of an empty problem: zeros of the sample shape.
+
+    Computed from the logits, so that autodiff sees a zero gradient rather
+    than a constant cut off from the inputs.
+    """
+    return p.xp.sum(p.logits * 0.0, axis=p.axis)
 
 
 def per_sample_losses(p: CrossEntropyProblem, logp: Array) -> Array:
@@ -92,17 +112,22 @@ def per_sample_losses(p: CrossEntropyProblem, logp: Array) -> Array:
     xp = p.xp
     if isinstance(p, ProbabilityTargets):
         q = _smoothed_probs(p)
-        # 0 * log 0 = 0: a zero target weight hides a -inf log-probability.
-        return -xp.sum(xp.where(q == 0, 0.0, q * logp), axis=p.axis)
-    eps, n = p.smoothing, p.n_classes
+        # 0 * log 0 = 0 where the log-probability is -inf and the target 0:
+        # masking logp (not the product) keeps d loss / d target = -logp.
+        hide = (q == 0) & (logp == -math.inf)
+        loss = -xp.sum(q * xp.where(hide, 0.0, logp), axis=p.axis)
+        return _nan_if_invalid(p, loss, per_sample=True)
+    eps = p.smoothing
     w_y, _ = p.target_weights
-    loss = xp.where(w_y == 0, 0.0, -w_y * _gather(p, logp))
+    # A zero weight hides a -inf log-probability: mask logp, not the product,
+    # so that no 0 * inf is formed (a NaN for autodiff and jax.debug_nans).
+    loss = -w_y * xp.where(w_y == 0, 0.0, _gather(p, logp))
     if eps > 0:
-        w = _per_class_weights(p)
-        smooth = -xp.sum(
-            xp.where(w == 0, 0.0, w * logp) if p.weight is not None else logp, axis=p.axis
-        )
-        loss = (1 - eps) * loss + (eps / n) * xp.where(p.counted, smooth, 0.0)
+        # A zero weight, or a class masked by where, hides its -inf logit.
+        w = _per_class_weights(p) * _uniform(p)
+        terms = w * logp if isinstance(w, float) else w * xp.where(w == 0, 0.0, logp)
+        smooth = -xp.sum(terms, axis=p.axis)
+        loss = (1 - eps) * loss + eps * xp.where(p.counted, smooth, 0.0)
     return _nan_if_invalid(p, loss, per_sample=True)
 
 
@@ -126,14 +151,17 @@ def gradient_scales(p: IndexTargets) -> tuple[Array, Array, Array | float]:
     ``q = (1 - eps) w_y onehot(y) + (eps / n) w`` it is ``s * sum(q) - q``.
     """
     xp = p.xp
-    eps, n = p.smoothing, p.n_classes
+    eps = p.smoothing
     factor = mean_factor(p)
     w_y, _ = p.target_weights
-    w_sum = float(n) if p.weight is None else xp.sum(p.weight)
     counted = xp.astype(p.counted, p.logits.dtype, copy=False)
-    scale = ((1 - eps) * w_y + (eps / n) * w_sum * counted) * factor
+    smooth_part = (eps * factor) * (_per_class_weights(p) * _uniform(p))
+    if p.where is None:
+        w_sum = 1.0 if p.weight is None else xp.sum(p.weight) / p.n_classes
+    else:
+        w_sum = xp.sum(_per_class_weights(p) * _uniform(p), axis=p.axis)
+    scale = ((1 - eps) * w_y + eps * w_sum * counted) * factor
     target_part = (1 - eps) * w_y * factor
-    smooth_part = ((eps / n) * factor) * _per_class_weights(p)
     return scale, target_part, smooth_part
 
 
@@ -142,7 +170,8 @@ def gradient(p: CrossEntropyProblem, s: Array) -> Array:
     xp = p.xp
     if isinstance(p, ProbabilityTargets):
         q = _smoothed_probs(p)
-        return (s * xp.sum(q, axis=p.axis, keepdims=True) - q) * mean_factor(p)
+        grad = (s * xp.sum(q, axis=p.axis, keepdims=True) - q) * mean_factor(p)
+        return _nan_if_invalid(p, grad, per_sample=False)
     scale, target_part, smooth_part = gradient_scales(p)
     grad = s * p.expand(scale) - xp.where(_hits(p), p.expand(target_part), 0.0)
     if p.smoothing > 0:

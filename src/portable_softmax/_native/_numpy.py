@@ -50,7 +50,7 @@ class NumpyBackend(Backend):
     def cross_entropy(
         self, p: CrossEntropyProblem, *, loss: bool, grad: bool
     ) -> LossAndGrad | None:
-        if not isinstance(p, IndexTargets) or not p.logits.size:
+        if not isinstance(p, IndexTargets) or p.where is not None or not p.logits.size:
             return None
         return cross_entropy(p, loss=loss, grad=grad)
 

@@ -27,18 +27,24 @@ class TorchBackend(Backend):
     name = "torch"
 
     def softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
-        return softmax(x, axes[0]) if where is None and len(axes) == 1 else None
+        return softmax(x, axes[0]) if _takes(x, axes, where) else None
 
     def log_softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
-        return log_softmax(x, axes[0]) if where is None and len(axes) == 1 else None
+        if not _takes(x, axes, where):
+            return None
+        if x.ndim == 1:
+            # The row repair indexes rows: give it one.
+            out = log_softmax(x[None], 1)
+            return None if out is None else out[0]
+        return log_softmax(x, axes[0])
 
     def logsumexp(self, x: Array, axes: tuple[int, ...]) -> Array | None:
-        return logsumexp(x, axes[0]) if len(axes) == 1 else None
+        return logsumexp(x, axes[0]) if _takes(x, axes, None) else None
 
     def cross_entropy(
         self, p: CrossEntropyProblem, *, loss: bool, grad: bool
     ) -> LossAndGrad | None:
-        if not isinstance(p, IndexTargets):
+        if not isinstance(p, IndexTargets) or p.where is not None or p.logits.is_meta:
             return None
         if not grad:
             value = cross_entropy(p)
@@ -48,7 +54,13 @@ class TorchBackend(Backend):
     def mean_cross_entropy_with_grad(
         self, logits: Array, target: Array
     ) -> tuple[Array, Array] | None:
-        return mean_cross_entropy(logits, target)
+        return None if logits.is_meta else mean_cross_entropy(logits, target)
+
+
+def _takes(x: Array, axes: tuple[int, ...], where: Array | None) -> bool:
+    # Meta tensors have no values for the guards to read: the generic code
+    # gives their shapes and dtypes.
+    return where is None and len(axes) == 1 and not x.is_meta
 
 # torch's fused CPU/CUDA kernels; float32 rows longer than this are computed in
 # float64, because torch's float32 accumulation drifts (relative error 2e-6 at
@@ -101,7 +113,8 @@ def cross_entropy(p: IndexTargets) -> Any | None:
         x, target, weight=p.weight, ignore_index=-100, reduction=p.reduction,
         label_smoothing=p.smoothing,
     )  # fmt: skip
-    return None if bool(torch.isnan(loss).any()) else loss
+    # A mean over nothing is NaN there (inf with smoothing): ours is 0.
+    return loss if bool(torch.isfinite(loss).all()) else None
 
 
 def mean_cross_entropy(x: Any, y: Any) -> tuple[Any, Any] | None:

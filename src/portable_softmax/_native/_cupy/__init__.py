@@ -40,7 +40,7 @@ class CupyBackend(Backend):
     def cross_entropy(
         self, p: CrossEntropyProblem, *, loss: bool, grad: bool
     ) -> LossAndGrad | None:
-        if not isinstance(p, IndexTargets) or not p.logits.size or not _takes(p.logits, None):
+        if not isinstance(p, IndexTargets) or not p.logits.size or not _takes(p.logits, p.where):
             return None
         return cross_entropy(p, loss=loss, grad=grad)
 

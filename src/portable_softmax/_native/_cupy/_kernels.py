@@ -31,9 +31,10 @@ near 0 keep their relative accuracy where one entry dominates: the row
 ``[0, -30]`` gives ``-9.3576e-14``, where ``log(sum)`` gives ``-9.3481e-14``
 in float64 (relative error 1e-3) and ``0`` in float32.
 
-Special values (the table in docs/math.md, "Special values") come out of the same arithmetic, with no second
-path: a difference ``x - m`` is taken as 0 on a tie, so ``inf - inf`` is never
-formed; a NaN entry makes ``T`` NaN, and NaN stays in ``T`` through every push
+Special values (the table in docs/math.md, "Special values") come out of
+the same arithmetic, with no second path: a difference ``x - m`` is taken as
+0 on a tie, so ``inf - inf`` is never formed; a NaN entry makes ``T`` NaN,
+and NaN stays in ``T`` through every push
 and merge (``m`` itself never becomes NaN), so its whole row comes out NaN;
 ``k`` entries ``+inf`` leave ``m = +inf`` and ``T = k - 1``, hence ``1/k`` on
 them and exactly 0 elsewhere.  A row of ``-inf`` only ends with ``m = -inf``
