@@ -35,7 +35,11 @@ REGISTRY = {
         BackendInfo("torch_cuda", "torch", lazy=False, native=True, gpu=True),
         BackendInfo("jax", "jax.numpy", lazy=True, native=True, gpu=False, grid_stride=37),
         BackendInfo("jax_jit", "jax.numpy", lazy=True, native=True, gpu=False, grid_stride=37),
-        BackendInfo("dask", "dask.array", lazy=True, native=False, gpu=False, grid_stride=7),
+        BackendInfo("dask", "dask.array", lazy=True, native=True, gpu=False, grid_stride=7),
+        # The same arrays, computed on a dask.distributed LocalCluster (in-process).
+        BackendInfo(
+            "dask_distributed", "dask.array", lazy=True, native=True, gpu=False, grid_stride=29
+        ),
         BackendInfo("cupy", "cupy", lazy=False, native=True, gpu=True),
     )
 }

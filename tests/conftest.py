@@ -4,8 +4,10 @@
 what the suite knows of each are in ``backends.REGISTRY``.  ``jax_jit`` and
 ``dask`` run the functions tagged with
 ``array_api_extra.testing.lazy_xp_function`` under ``jax.jit`` and with Dask
-computation forbidden.  Backends that are not installed, or need a GPU this
-machine lacks, are not generated at all: the header of the run names them.
+computation forbidden; ``dask_distributed`` does the same and computes on a
+``dask.distributed`` LocalCluster (in-process, one per session).  Backends
+that are not installed, or need a GPU this machine lacks, are not generated
+at all: the header of the run names them.
 
 Parameters generated here, jointly with ``library`` (so that nothing is
 generated only to be skipped):
@@ -37,6 +39,8 @@ def _unavailable(name: str) -> str | None:
     info = REGISTRY[name]
     if importlib.util.find_spec(info.module.split(".")[0]) is None:
         return "not installed"
+    if name == "dask_distributed" and importlib.util.find_spec("distributed") is None:
+        return "distributed not installed"
     if not info.gpu:
         return None
     if info.module == "torch":
@@ -116,10 +120,10 @@ def _id(value: Any) -> str:
 
 def _load(name: str) -> ModuleType:
     module = pytest.importorskip(REGISTRY[name].module)
-    if name in ("numpy", "torch", "torch_cuda", "dask", "cupy"):
+    if name in ("numpy", "torch", "torch_cuda", "dask", "dask_distributed", "cupy"):
         from array_api_compat import array_namespace
 
-        sample = module.asarray(np.zeros(1)) if name != "dask" else module.zeros(1)
+        sample = module.zeros(1) if name.startswith("dask") else module.asarray(np.zeros(1))
         return array_namespace(sample)
     return module
 
@@ -139,7 +143,13 @@ def xp(library: str, request: pytest.FixtureRequest) -> Any:
 
         torch.set_default_device("cuda")
     try:
-        if library in ("jax_jit", "dask"):
+        if library == "dask_distributed":
+            import dask
+
+            client = request.getfixturevalue("dask_client")
+            with dask.config.set(scheduler=client), patch_lazy_xp_functions(request, xp=namespace):
+                yield namespace
+        elif library in ("jax_jit", "dask"):
             with patch_lazy_xp_functions(request, xp=namespace):
                 yield namespace
         else:
@@ -149,6 +159,23 @@ def xp(library: str, request: pytest.FixtureRequest) -> Any:
             import torch
 
             torch.set_default_device("cpu")
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Any:
+    """A ``dask.distributed`` client of an in-process LocalCluster, shared by the session.
+
+    Not the default client: only the ``dask_distributed`` backend (and tests
+    that ask for this fixture) compute on it.
+    """
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -17,24 +17,29 @@ for that and answers None.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import numpy as np
 
-from portable_softmax._compat import Array, is_cupy_array, is_jax_array, is_torch_array
+from portable_softmax._compat import (
+    Array,
+    is_cupy_array,
+    is_dask_array,
+    is_jax_array,
+    is_torch_array,
+)
 from portable_softmax._native._base import Backend
 
 __all__ = ["Backend", "backend_for", "fast_or_generic", "native_kernels"]
 
 T = TypeVar("T")
 
-_ENABLED = contextvars.ContextVar(
-    "portable_softmax_native",
-    default=os.environ.get("PORTABLE_SOFTMAX_NATIVE", "1").strip() not in ("0", "false", "no"),
-)
+# The switch, process-wide.  A plain module attribute, not a ContextVar:
+# torch.compile reads it at trace time (and guards on it, recompiling when
+# it changes), where ContextVar.get would break the graph.
+_enabled = os.environ.get("PORTABLE_SOFTMAX_NATIVE", "1").strip() not in ("0", "false", "no")
 
 
 @contextlib.contextmanager
@@ -42,9 +47,9 @@ def native_kernels(enabled: bool = True) -> Iterator[None]:
     """Turn the backend-specific fast paths on or off within a ``with`` block.
 
     The fast paths (PyTorch's fused kernels, ``jax.nn`` under a guard,
-    CuPy's fused kernels, NumPy's in-place blocked kernels) are on by
-    default; ``PORTABLE_SOFTMAX_NATIVE=0`` in the environment turns them off
-    for the whole process.  Off, every call runs the generic Array API
+    CuPy's fused kernels, NumPy's in-place blocked kernels, Dask's one-pass
+    tree reductions) are on by default; ``PORTABLE_SOFTMAX_NATIVE=0`` in the
+    environment turns them off for the whole process.  Off, every call runs the generic Array API
     implementation.
 
     Examples
@@ -54,11 +59,12 @@ def native_kernels(enabled: bool = True) -> Iterator[None]:
     ...     ps.softmax([0.0, 0.0])
     array([0.5, 0.5])
     """
-    token = _ENABLED.set(bool(enabled))
+    global _enabled  # noqa: PLW0603 - the switch is process-wide by design
+    before, _enabled = _enabled, bool(enabled)
     try:
         yield
     finally:
-        _ENABLED.reset(token)
+        _enabled = before
 
 
 # Array type -> its backend (None: no fast paths), filled on first sight.
@@ -67,7 +73,7 @@ _BY_TYPE: dict[type, Backend | None] = {}
 
 def backend_for(x: Array) -> Backend | None:
     """The backend of ``x``'s library, or None when it has none or they are off."""
-    if not _ENABLED.get():
+    if not _enabled:
         return None
     kind = type(x)
     try:
@@ -96,6 +102,10 @@ def _find(x: Array) -> Backend | None:
         from portable_softmax._native._cupy import CupyBackend
 
         return CupyBackend()
+    if is_dask_array(x):
+        from portable_softmax._native._dask import DaskBackend
+
+        return DaskBackend()
     return None
 
 
