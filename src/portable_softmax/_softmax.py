@@ -68,7 +68,7 @@ def _normalised(x: Any, axis: Axis, where: Any, kernel: Callable[..., Array]) ->
     if xp_is_empty(x):
         return xp.astype(x, out_dtype)
     out = kernel(x, axes, where, xp)
-    if out.shape != shape:  # a 0-d input with axis=None
+    if out.ndim != len(shape):  # a 0-d input with axis=None (not a NaN size: unknown chunks)
         out = xp.reshape(out, shape)
     return out if out.dtype == out_dtype else xp.astype(out, out_dtype, copy=False)
 
