@@ -63,9 +63,9 @@ def _takes(x: Array, axes: tuple[int, ...], where: Array | None) -> bool:
     return where is None and len(axes) == 1 and not x.is_meta
 
 # torch's fused CPU/CUDA kernels; float32 rows longer than this are computed in
-# float64, because torch's float32 accumulation drifts (relative error 2e-6 at
-# 32000 entries, 1e-5 at 1e5, 2e-4 at 1e6) beyond the accuracy the generic
-# path keeps.
+# float64, because torch's float32 accumulation drifts with the row length
+# beyond the accuracy the generic path keeps (docs/benchmarks.md has the
+# figures).
 _TORCH_F32_MAX_ROW = 32768
 
 
