@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from portable_softmax._compat import Array, is_torch_namespace, xp_device, xp_namespace
+import numpy as np
+
+from portable_softmax._compat import (
+    Array,
+    is_torch_namespace,
+    to_numpy,
+    xp_device,
+    xp_namespace,
+)
 from portable_softmax._losses import cross_entropy, cross_entropy_with_grad
 from portable_softmax._softmax import softmax
 
@@ -94,6 +102,39 @@ class SoftmaxRegression:
     @parameters.setter
     def parameters(self, values: list[Array]) -> None:
         self.W, self.b = values
+
+    def to(self, xp: Any = None, device: Any = None, dtype: Any = None) -> SoftmaxRegression:
+        """A copy of the model in another library, device or dtype.
+
+        ``xp`` is a module (``torch``, ``dask.array``) or an Array API
+        namespace; what is not given stays as it is (a new library gets its
+        default device).  The parameters are copied, never shared: a model
+        trained on PyTorch, then ``to(dask.array)``, evaluates lazily on Dask
+        arrays of any number of rows while the original trains on.
+
+        Examples
+        --------
+        >>> import dask.array as da
+        >>> import portable_softmax as ps
+        >>> lazy = ps.SoftmaxRegression(784, 10).to(da)
+        >>> type(lazy.W).__module__, str(lazy.dtype)
+        ('dask.array.core', 'float32')
+        """
+        target = self.xp if xp is None else xp_namespace(xp)
+        if target is self.xp:
+            device = self.device if device is None else device
+            dtype = self.dtype if dtype is None else dtype
+        # Through a host copy: the new parameters never share the old ones' memory.
+        W, b = (
+            target.asarray(np.array(to_numpy(a)), dtype=dtype, device=device)
+            for a in self.parameters
+        )
+        n_features, n_classes = W.shape
+        model = SoftmaxRegression(
+            n_features, n_classes, xp=target, device=xp_device(W), dtype=W.dtype
+        )
+        model.parameters = [W, b]
+        return model
 
     def logits(self, X: Array) -> Array:
         """``X @ W + b``, shape ``(N, n_classes)``."""
