@@ -7,6 +7,11 @@ library, on the same device, with the same dtype.
 
 from portable_softmax import datasets
 from portable_softmax._derivatives import softmax_jacobian, softmax_jvp
+from portable_softmax._linear import (
+    linear_cross_entropy,
+    linear_cross_entropy_grad,
+    linear_cross_entropy_with_grad,
+)
 from portable_softmax._losses import (
     cross_entropy,
     cross_entropy_grad,
@@ -28,6 +33,9 @@ __all__ = [
     "cross_entropy_grad",
     "cross_entropy_with_grad",
     "datasets",
+    "linear_cross_entropy",
+    "linear_cross_entropy_grad",
+    "linear_cross_entropy_with_grad",
     "log_softmax",
     "logsumexp",
     "native_kernels",

@@ -17,12 +17,17 @@ is a boolean array of the shape of ``x``, and no axis of ``x`` is empty.
 from __future__ import annotations
 
 from portable_softmax._compat import Array
+from portable_softmax._linear_problem import LinearProblem
 from portable_softmax._problem import CrossEntropyProblem
 
-__all__ = ["Backend", "LossAndGrad"]
+__all__ = ["Backend", "LinearLossAndGrads", "LossAndGrad"]
 
 # (loss or None, gradient or None): what a cross-entropy fast path returns.
 LossAndGrad = tuple[Array | None, Array | None]
+
+# (loss, (d_input, d_linear_weight, d_linear_bias or None) or None): what a
+# linear_cross_entropy fast path returns.
+LinearLossAndGrads = tuple[Array, tuple[Array, Array, Array | None] | None]
 
 
 class Backend:
@@ -65,5 +70,17 @@ class Backend:
         size 100 the checks cost more than the math: a backend answers only
         when its own light checks pass, and None otherwise (the validated path
         then answers, or raises).
+        """
+        return None
+
+    def linear_cross_entropy(self, p: LinearProblem, *, grad: bool) -> LinearLossAndGrads | None:
+        """The linear layer fused with the loss: the reduced loss and, with ``grad``, its gradients.
+
+        Returns ``(loss, None)`` or ``(loss, (d_input, d_linear_weight,
+        d_linear_bias))``, in the compute dtype (the caller reshapes and
+        casts), ``d_input`` of shape ``(N, H)`` and ``d_linear_bias`` None
+        without a bias; or None.  The loss of ``grad=False`` is
+        differentiable by the library's autodiff (``torch.autograd``,
+        ``jax.grad``) without storing the logits, where the backend answers.
         """
         return None

@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
+import portable_softmax._native._numpy_linear as _numpy_linear
 from portable_softmax._compat import Array
-from portable_softmax._native._base import Backend, LossAndGrad
+from portable_softmax._linear_problem import LinearProblem
+from portable_softmax._native._base import Backend, LinearLossAndGrads, LossAndGrad
 from portable_softmax._native._rows import from_rows, to_rows
 from portable_softmax._problem import CrossEntropyProblem, IndexTargets
 
@@ -58,6 +60,9 @@ class NumpyBackend(Backend):
         self, logits: Array, target: Array
     ) -> tuple[Array, Array] | None:
         return mean_cross_entropy(logits, target)
+
+    def linear_cross_entropy(self, p: LinearProblem, *, grad: bool) -> LinearLossAndGrads | None:
+        return _numpy_linear.linear_cross_entropy(p, grad=grad)
 
 
 def _takes(x: np.ndarray, where: Array | None) -> bool:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import portable_softmax._native._torch_linear as _torch_linear
 from portable_softmax._compat import Array
 from portable_softmax._generic import losses as generic
-from portable_softmax._native._base import Backend, LossAndGrad
+from portable_softmax._linear_problem import LinearProblem
+from portable_softmax._native._base import Backend, LinearLossAndGrads, LossAndGrad
 from portable_softmax._native._rows import DOMINANT_LOG_PROB
 from portable_softmax._problem import CrossEntropyProblem, IndexTargets
 
@@ -55,6 +57,9 @@ class TorchBackend(Backend):
         self, logits: Array, target: Array
     ) -> tuple[Array, Array] | None:
         return None if logits.is_meta else mean_cross_entropy(logits, target)
+
+    def linear_cross_entropy(self, p: LinearProblem, *, grad: bool) -> LinearLossAndGrads | None:
+        return _torch_linear.linear_cross_entropy(p, grad=grad)
 
 
 def _takes(x: Array, axes: tuple[int, ...], where: Array | None) -> bool:

@@ -1,0 +1,176 @@
+"""PyTorch's linear cross-entropy: in-place blocks, and an ``autograd.Function``.
+
+``linear_cross_entropy`` under autograd is the Function made by
+:func:`function`: its forward keeps the inputs and one ``logsumexp`` per
+sample, and its backward computes the blocks again (so a forward without a
+backward, as in an evaluation loop, costs no gradient and no memory for
+one).  Under ``torch.compile`` the same Function runs the generic code,
+which Dynamo traces (writes into views of a reused buffer are what it
+handles least well) and Inductor fuses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from portable_softmax._generic import linear as generic
+from portable_softmax._linear_problem import LinearProblem
+from portable_softmax._native._base import LinearLossAndGrads
+from portable_softmax._native._inplace_linear import Grads, InPlaceKernel
+
+__all__ = ["TorchKernel", "function", "linear_cross_entropy"]
+
+
+class TorchKernel(InPlaceKernel):
+    """The in-place primitives in torch: ``addmm`` with ``out=``, in-place ``exp_``, scatters."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.lib = torch
+
+    def empty(self, p: LinearProblem, shape: tuple[int, ...]) -> Any:
+        return self.lib.empty(shape, dtype=p.compute_dtype, device=p.x.device)
+
+    def logits(self, p: LinearProblem, x_r: Any, c0: int, c1: int, out: Any) -> Any:
+        torch = self.lib
+        w = p.compute(p.linear_weight[c0:c1])
+        if p.linear_bias is None:
+            torch.mm(x_r, w.T, out=out)
+        else:
+            torch.addmm(p.compute(p.linear_bias[c0:c1]), x_r, w.T, out=out)
+        if p.softcap is not None:
+            out.div_(p.softcap).tanh_().mul_(p.softcap)
+        return out
+
+    def stats(
+        self, p: LinearProblem, z: Any, e: Any, y_r: Any, c0: int
+    ) -> tuple[generic.RowStats, Any]:
+        torch = self.lib
+        width = z.shape[1]
+        m, top = torch.max(z, 1)
+        local = y_r - c0
+        inside = (local >= 0) & (local < width)
+        zy = torch.where(inside, z.gather(1, local.clamp(0, width - 1)[:, None])[:, 0], 0.0)
+        zw = None
+        if p.smoothing > 0:
+            zw = z.sum(1) if p.weight is None else torch.mv(z, p.weight[c0 : c0 + width])
+        torch.sub(z, m[:, None], out=e).exp_()
+        e.scatter_(1, top[:, None], 0.0)
+        return generic.RowStats(m, e.sum(1), zy, zw), top
+
+    def exp_times(self, z: Any, shift: Any, scale: Any, out: Any) -> Any:
+        return self.lib.sub(z, shift[:, None], out=out).exp_().mul_(scale[:, None])
+
+    def restore_top(self, e: Any, top: Any) -> None:
+        e.scatter_(1, top[:, None], 1.0)
+
+    def subtract_target(self, g: Any, beta: Any, y_r: Any, c0: int) -> None:
+        width = g.shape[1]
+        local = y_r - c0
+        inside = (local >= 0) & (local < width)
+        values = self.lib.where(inside, -beta, 0.0)[:, None]
+        g.scatter_add_(1, local.clamp(0, width - 1)[:, None], values)
+
+    def add_products(self, grads: Grads, p: LinearProblem, x_r: Any, g: Any, block: Any) -> None:
+        torch = self.lib
+        r0, r1, c0, c1 = block
+        w = p.compute(p.linear_weight[c0:c1])
+        dx, dw, db = grads[0][r0:r1], grads[1][c0:c1], grads[2]
+        if c0 == 0:
+            torch.mm(g, w, out=dx)
+        else:
+            dx.addmm_(g, w)
+        if r0 == 0:
+            torch.mm(g.T, x_r, out=dw)
+        else:
+            dw.addmm_(g.T, x_r)
+        if db is not None:
+            if r0 == 0:
+                torch.sum(g, 0, out=db[c0:c1])
+            else:
+                db[c0:c1] += g.sum(0)
+
+
+_KERNEL: list[TorchKernel] = []
+
+
+def _kernel() -> TorchKernel:
+    if not _KERNEL:
+        _KERNEL.append(TorchKernel())
+    return _KERNEL[0]
+
+
+def _compiling() -> bool:
+    import torch
+
+    return torch.compiler.is_compiling()
+
+
+def _forward(p: LinearProblem, *, grad: bool) -> tuple[Any, Any, Grads | None]:
+    if _compiling():
+        return generic.loss_and_grad(p, grad=grad)
+    return _kernel().forward(p, grad=grad)
+
+
+def _backward(p: LinearProblem, lse: Any, f: Any) -> Grads:
+    return generic.gradients(p, lse, f) if _compiling() else _kernel().backward(p, lse, f)
+
+
+def _autograd_function() -> Any:
+    import torch
+
+    class LinearCrossEntropyFunction(torch.autograd.Function):
+        """Forward: the reduced loss and each sample's logsumexp; backward: the blocks again.
+
+        Saves the inputs and the ``(N,)`` logsumexp, never a block of logits.
+        """
+
+        @staticmethod
+        def forward(x: Any, w: Any, b: Any, problem: LinearProblem) -> tuple[Any, Any]:
+            p = dataclasses.replace(problem, x=x, linear_weight=w, linear_bias=b)
+            losses, lse, _ = _forward(p, grad=False)
+            return generic.reduce(p, losses), lse
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, Any]) -> None:
+            x, w, b, problem = inputs
+            ctx.problem = problem
+            ctx.save_for_backward(x, w, b, output[1])
+            ctx.mark_non_differentiable(output[1])
+
+        @staticmethod
+        def backward(ctx: Any, g_loss: Any, g_lse: Any) -> tuple[Any, ...]:
+            x, w, b, lse = ctx.saved_tensors
+            p = dataclasses.replace(ctx.problem, x=x, linear_weight=w, linear_bias=b)
+            g = g_loss.to(p.compute_dtype)
+            dx, dw, db = _backward(p, lse, generic.multiplier(p, g))
+            d_x, d_w, d_b = p.finish_grads(dx, dw, db)
+            return d_x.reshape(x.shape), d_w, d_b, None
+
+    return LinearCrossEntropyFunction
+
+
+_FUNCTION: list[Any] = []
+
+
+def function() -> Any:
+    """The ``torch.autograd.Function`` (made on first use: importing us needs no torch)."""
+    if not _FUNCTION:
+        _FUNCTION.append(_autograd_function())
+    return _FUNCTION[0]
+
+
+def linear_cross_entropy(p: LinearProblem, *, grad: bool) -> LinearLossAndGrads | None:
+    """The loss (differentiable by autograd) or the loss and its closed-form gradients."""
+    import torch
+
+    layer = (p.x, p.linear_weight, p.linear_bias)
+    tracked = torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in layer)
+    if tracked and not grad:
+        loss, _ = function().apply(p.x, p.linear_weight, p.linear_bias, p)
+        return loss, None
+    with torch.no_grad():
+        losses, _, grads = _forward(p, grad=grad)
+        return generic.reduce(p, losses), grads
