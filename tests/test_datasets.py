@@ -260,3 +260,100 @@ def test_datasets_do_not_import_the_model():
             if isinstance(node, ast.ImportFrom):
                 assert not (node.module or "").startswith("portable_softmax.model"), source
                 assert "model" not in [a.name for a in node.names], source
+
+
+# ------------------------------------------------------------------- hostile files (issue 15)
+
+
+def peak_bytes(func):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        func()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def sparse_file(path: Path, head: bytes, size: int) -> Path:
+    """A file of ``size`` bytes that starts with ``head`` (sparse: costs no disk)."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        (b"\x89PNG" + bytes(12), "not an IDX file: magic number 0x89504E47"),
+        (bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (60000, 28, 28)),
+         "trailing bytes: .* need 47040000 bytes of data, the file has 268435440"),
+        (bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (600000, 28, 28)),
+         "truncated: .* need 470400000 bytes of data, the file has 268435440"),
+    ],
+    ids=["bad-magic", "too-long", "too-short"],
+)  # fmt: skip
+def test_raw_header_is_checked_before_the_body_is_read(tmp_path, head, message):
+    """A 256 MiB raw file whose header is wrong costs no memory (issue 15.5)."""
+    path = sparse_file(tmp_path / "big-idx3-ubyte", head, 256 << 20)
+    errors = []
+
+    def read():
+        with pytest.raises(ValueError, match=message) as info:
+            read_idx(path)
+        errors.append(info)
+
+    assert peak_bytes(read) < 1 << 20 and errors
+
+
+def test_gzip_bomb_stops_at_the_declared_size(tmp_path):
+    """64 MiB of zeros behind a header declaring 60 bytes: stopped a few KiB past it (15.6)."""
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (3, 4, 5))
+    body = gzip.compress(header + bytes(64 << 20), compresslevel=9)
+    path = write(tmp_path / "bomb-idx3-ubyte.gz", body)
+    assert len(body) < 1 << 20
+    errors = []
+
+    def read():
+        with pytest.raises(ValueError, match="bomb-idx3-ubyte.gz: trailing bytes: .* has more"):
+            read_idx(path)
+        errors.append(1)
+
+    assert peak_bytes(read) < 2 << 20 and errors
+
+
+def test_gzip_header_declaring_more_than_the_file_can_hold(tmp_path):
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (10**6, 28, 28))
+    path = write(tmp_path / "liar-idx3-ubyte.gz", header + bytes(100), compress=True)
+    with pytest.raises(ValueError, match="liar-idx3-ubyte.gz: .* more than a gzip file of"):
+        read_idx(path)
+
+
+def test_memory_error_names_the_file(tmp_path, monkeypatch):
+    import portable_softmax.datasets._idx as idx
+
+    path = write(tmp_path / "x-idx3-ubyte", GOOD)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(idx.np, "empty", no_memory)
+    with pytest.raises(MemoryError, match="x-idx3-ubyte: .* need 60 bytes of data"):
+        read_idx(path)
+
+
+def test_empty_split_loads_as_an_empty_array(tmp_path):
+    fake_dataset(tmp_path, n_train=4, n_test=0)
+    X, y = load_mnist("test", data_dir=tmp_path)
+    assert X.shape == (0, 6) and y.shape == (0,)
+
+
+def test_read_idx_header(tmp_path):
+    from portable_softmax.datasets import read_idx_header
+
+    path = write(tmp_path / "h-idx3-ubyte.gz", GOOD, compress=True)
+    assert read_idx_header(path) == (np.dtype("u1"), (3, 4, 5))
+    with pytest.raises(ValueError, match="h2: not an IDX file"):
+        read_idx_header(write(tmp_path / "h2", b"\x89PNG" + bytes(20)))

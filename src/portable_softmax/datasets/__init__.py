@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from portable_softmax._compat import Array, xp_default_dtype, xp_namespace
-from portable_softmax.datasets._idx import read_idx
+from portable_softmax.datasets._idx import read_idx, read_idx_header
 
-__all__ = ["load_mnist", "mnist_files", "read_idx"]
+__all__ = ["load_mnist", "mnist_files", "read_idx", "read_idx_header"]
 
 _PREFIX = {"train": "train", "test": "t10k"}
 
@@ -141,7 +142,7 @@ def load_mnist(
     # multiplies by the reciprocal, and the data would differ by an ulp
     # between backends.  In place: a second image-sized allocation costs more
     # than the division (page faults on 188 MB).
-    pixels = images.reshape(images.shape[0], -1).astype(
+    pixels = images.reshape(images.shape[0], math.prod(images.shape[1:])).astype(
         np.float64 if xp.finfo(dtype).bits > 32 else np.float32
     )
     pixels /= 255

@@ -8,16 +8,19 @@ download that stopped half-way or a file that is something else entirely.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import math
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["read_idx"]
+__all__ = ["read_idx", "read_idx_header"]
 
 _TYPES = {
     0x08: np.dtype("u1"),
@@ -28,6 +31,11 @@ _TYPES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+# Deflate expands at most about 1032-fold: a header declaring more data than
+# that is a truncated or hostile file, refused before anything is allocated.
+_MAX_DEFLATE_RATIO = 1032
+# Bytes read past the declared data to report how many trailing bytes there are.
+_TRAILING_PROBE = 1 << 16
 
 
 def read_idx(
@@ -64,6 +72,17 @@ def read_idx(
         If the gzip stream is corrupt or truncated, the magic number is not an
         IDX one, the header disagrees with ``ndim`` or ``dtype``, or the data
         is shorter or longer than the header's dimensions say.
+    MemoryError
+        If the header declares more data than can be allocated (named, with
+        the size).
+
+    Notes
+    -----
+    The header is read and checked first, then exactly the declared number of
+    bytes: an uncompressed file of the wrong size is refused before its body is
+    read, and a gzip stream is decompressed as it is read, so a file that
+    expands beyond its header's size (a decompression bomb) is stopped a few
+    kilobytes past it.
 
     Examples
     --------
@@ -79,23 +98,103 @@ def read_idx(
     label = str(path) if name is None else name
     source = Path(path) if isinstance(path, (str, os.PathLike)) else path
     try:
-        raw = source.read_bytes()
+        with _open(source, label) as (stream, compressed):
+            return _read(stream, compressed, label, ndim, dtype)
+    except EOFError:
+        raise ValueError(f"{label}: truncated gzip stream (the file is incomplete)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{label}: corrupt gzip stream ({exc})") from None
+
+
+def read_idx_header(
+    path: str | os.PathLike[str] | Any, *, name: str | None = None
+) -> tuple[np.dtype, tuple[int, ...]]:
+    """The element type and shape an IDX file declares, reading only its header.
+
+    Examples
+    --------
+    >>> from portable_softmax.datasets import mnist_files, read_idx_header
+    >>> read_idx_header(mnist_files("test")[0])
+    (dtype('uint8'), (10000, 28, 28))
+    """
+    label = str(path) if name is None else name
+    source = Path(path) if isinstance(path, (str, os.PathLike)) else path
+    try:
+        with _open(source, label) as (stream, _):
+            kind, shape, _ = _header(stream, label, None, None)
+    except EOFError:
+        raise ValueError(f"{label}: truncated gzip stream (the file is incomplete)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{label}: corrupt gzip stream ({exc})") from None
+    return kind.newbyteorder("="), shape
+
+
+@contextlib.contextmanager
+def _open(source: Any, label: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    """The file's decompressed content as a stream, and its compressed size (None if raw).
+
+    Nothing is read beyond what the caller asks for: a gzip stream is
+    decompressed as it is read.
+    """
+    try:
+        raw = source.open("rb")
     except FileNotFoundError:
         raise FileNotFoundError(f"IDX file not found: {label}") from None
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except EOFError:
-            raise ValueError(f"{label}: truncated gzip stream (the file is incomplete)") from None
-        except (OSError, zlib.error) as exc:
-            raise ValueError(f"{label}: corrupt gzip stream ({exc})") from None
-    return _parse(raw, label, ndim, dtype)
+    except IsADirectoryError:
+        raise ValueError(f"{label}: is a directory, not an IDX file") from None
+    with raw:
+        magic = raw.read(2)
+        raw.seek(0)
+        if magic != _GZIP_MAGIC:
+            yield raw, None
+            return
+        size = _size(raw)
+        with gzip.GzipFile(fileobj=raw, mode="rb") as unpacked:
+            yield unpacked, size
 
 
-def _parse(raw: bytes, label: str, ndim: int | None, dtype: Any) -> np.ndarray:
+def _size(stream: Any) -> int | None:
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+
+
+def _read(
+    stream: BinaryIO, compressed: int | None, label: str, ndim: int | None, dtype: Any
+) -> np.ndarray:
+    kind, shape, start = _header(stream, label, ndim, dtype)
+    expected = math.prod(shape) * kind.itemsize
+    need = (
+        f"the header's dimensions {shape} of {kind.newbyteorder('=')} need {expected} bytes of data"
+    )
+    if compressed is None:
+        _check_raw_size(stream, start, expected, need, label)
+    elif expected > _MAX_DEFLATE_RATIO * compressed:
+        raise ValueError(
+            f"{label}: truncated or not an IDX file: {need}, more than a gzip file of "
+            f"{compressed} bytes can hold"
+        )
+    body = _body(stream, expected, label, need)
+    extra = stream.read(_TRAILING_PROBE)
+    if extra:
+        more = f"{expected + len(extra)}" if len(extra) < _TRAILING_PROBE else "more"
+        raise ValueError(f"{label}: trailing bytes: {need}, the file has {more}")
+    data = body.view(kind).reshape(shape)
+    if not kind.isnative:
+        data = data.byteswap(inplace=True).view(kind.newbyteorder("="))
+    data.flags.writeable = False
+    return data
+
+
+def _header(
+    stream: BinaryIO, label: str, ndim: int | None, dtype: Any
+) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Read and check the magic number and dimensions: ``(type, shape, header size)``."""
+    raw = stream.read(4)
     if len(raw) < 4:
         raise ValueError(f"{label}: truncated: {len(raw)} bytes, shorter than an IDX magic number")
-    magic = int.from_bytes(raw[:4], "big")
+    magic = int.from_bytes(raw, "big")
     code, rank = raw[2], raw[3]
     if raw[:2] != b"\0\0" or code not in _TYPES:
         raise ValueError(
@@ -113,21 +212,38 @@ def _parse(raw: bytes, label: str, ndim: int | None, dtype: Any) -> np.ndarray:
             f"expected {np.dtype(dtype)}"
         )
     start = 4 + 4 * rank
-    if len(raw) < start:
+    dims = stream.read(4 * rank)
+    if len(dims) < 4 * rank:
         raise ValueError(
-            f"{label}: truncated header: {rank} dimensions need {start} bytes, file has {len(raw)}"
+            f"{label}: truncated header: {rank} dimensions need {start} bytes, "
+            f"file has {4 + len(dims)}"
         )
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
-    expected = math.prod(shape) * kind.itemsize
-    actual = len(raw) - start
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(rank))
+    return kind, shape, start
+
+
+def _check_raw_size(stream: BinaryIO, start: int, expected: int, need: str, label: str) -> None:
+    """An uncompressed file's size must be the header's: checked before reading the body."""
+    size = _size(stream)
+    if size is None:
+        return
+    actual = size - start
     if actual != expected:
         problem = "truncated" if actual < expected else "trailing bytes"
-        raise ValueError(
-            f"{label}: {problem}: the header's dimensions {shape} of {kind.newbyteorder('=')} "
-            f"need {expected} bytes of data, the file has {actual}"
-        )
-    data = np.frombuffer(raw, dtype=kind, offset=start).reshape(shape)
-    if not kind.isnative:
-        data = data.astype(kind.newbyteorder("="))
-        data.flags.writeable = False
-    return data
+        raise ValueError(f"{label}: {problem}: {need}, the file has {actual}")
+
+
+def _body(stream: BinaryIO, expected: int, label: str, need: str) -> np.ndarray:
+    """Exactly ``expected`` bytes, read into one buffer of that size."""
+    try:
+        body = np.empty(expected, dtype=np.uint8)
+    except (MemoryError, ValueError):
+        raise MemoryError(f"{label}: {need}, more memory than this machine can give") from None
+    view = memoryview(body)
+    got = 0
+    while got < expected:
+        n = stream.readinto(view[got:])
+        if not n:
+            raise ValueError(f"{label}: truncated: {need}, the file has {got}")
+        got += n
+    return body
