@@ -10,6 +10,7 @@ from portable_softmax._compat import (
     Array,
     is_torch_namespace,
     to_numpy,
+    xp_default_dtype,
     xp_device,
     xp_namespace,
 )
@@ -136,8 +137,18 @@ class SoftmaxRegression:
         model.parameters = [W, b]
         return model
 
+    def as_input(self, X: Array) -> Array:
+        """``X`` in the parameters' dtype (cast when it differs), as every method takes it.
+
+        One rule on every backend: the data follow the model, so a float32
+        model stays float32 (NumPy would otherwise promote it to float64 at
+        the first step; PyTorch would refuse the matmul).
+        """
+        return X if X.dtype == self.dtype else self.xp.astype(X, self.dtype)
+
     def logits(self, X: Array) -> Array:
-        """``X @ W + b``, shape ``(N, n_classes)``."""
+        """``X @ W + b``, shape ``(N, n_classes)``; ``X`` is cast to the model's dtype."""
+        X = self.as_input(X)
         if self._transposed_matmul:
             return (self.W.T @ X.T).T + self.b
         return X @ self.W + self.b
@@ -157,11 +168,16 @@ class SoftmaxRegression:
     def accuracy(self, X: Array, y: Array) -> Array:
         """Fraction of rows whose predicted class is the integer label ``y``.
 
-        A 0-d array of the parameters' dtype (``float(...)`` for a number), so
-        that it stays on the device and works under ``jax.jit``.
+        The count of correct rows over the count of rows, divided once in
+        float64 where the device has it (else float32): ``float(...)`` of
+        9177 right out of 10000 is ``0.9177``, whatever the model's dtype.  A
+        0-d array, so that it stays on the device and works under
+        ``jax.jit``.
         """
-        hits = self.predict(X) == y
-        return self.xp.mean(self.xp.astype(hits, self.dtype))
+        xp = self.xp
+        hits = xp.astype(self.predict(X) == y, xp_default_dtype(xp, "integral", self.device))
+        count = xp.astype(xp.sum(hits), _statistic_dtype(xp, self.device))
+        return count / y.shape[0]
 
     def gradients(self, X: Array, y: Array) -> tuple[Array, list[Array]]:
         """The mean cross-entropy and its gradients with respect to ``[W, b]``.
@@ -176,6 +192,13 @@ class SoftmaxRegression:
         (loss, [dW, db])
             A 0-d array and arrays shaped like ``W`` and ``b``.
         """
+        X = self.as_input(X)
         loss, G = cross_entropy_with_grad(self.logits(X), y)
         dW = (G.T @ X).T if self._transposed_matmul else X.T @ G
         return loss, [dW, self.xp.sum(G, axis=0)]
+
+
+def _statistic_dtype(xp: Any, device: Any) -> Any:
+    """float64 where ``device`` has it (not JAX without x64, not Apple's MPS), else float32."""
+    floats = xp.__array_namespace_info__().dtypes(device=device, kind="real floating")
+    return floats.get("float64", xp.float32)

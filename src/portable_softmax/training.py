@@ -5,6 +5,11 @@ The same loop runs on every backend: batches are drawn on the host with
 their indices moved to the data's device, and the parameters updated with the
 closed-form gradients of :meth:`SoftmaxRegression.gradients` -- no autograd.
 
+Each step is computed into new values and committed with one assignment of a
+:class:`_State` (step count, parameters, momentum, batch order), so a
+``KeyboardInterrupt`` that lands anywhere leaves one consistent state to
+checkpoint: the last committed step, its history included.
+
 This module is ``portable_softmax.training``, not ``portable_softmax.train``:
 ``ps.train`` is the function, and a submodule of the same name would shadow it
 after ``import portable_softmax.train``.  ``SGD`` lives in
@@ -14,18 +19,27 @@ after ``import portable_softmax.train``.  ``SGD`` lives in
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from portable_softmax._batches import Batches as _Batches
 from portable_softmax._compat import Array, is_dask_namespace, to_numpy, xp_device, xp_inputs
-from portable_softmax.checkpoint import load_checkpoint, save_checkpoint
+from portable_softmax.checkpoint import (
+    check_output_path,
+    dtype_name,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+)
 from portable_softmax.model import SoftmaxRegression
 from portable_softmax.optim import SGD
 
@@ -33,6 +47,7 @@ __all__ = [
     "SGD",
     "History",
     "Step",
+    "TrainingDiverged",
     "load_checkpoint",
     "save_checkpoint",
     "train",
@@ -41,6 +56,23 @@ __all__ = [
 # Losses stay on the device and are copied to the host in blocks of this many
 # steps: a float() per step would wait for the GPU at every step.
 _SYNC_EVERY = 100
+# Rows of X that go into a checkpoint's fingerprint of the training data.
+_FINGERPRINT_ROWS = 256
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training reached a non-finite loss (or non-finite weights).
+
+    ``step`` is the first step whose loss was not finite, ``loss`` that loss
+    (None when the weights were found non-finite at a checkpoint), and
+    ``history`` the run's history up to the step before.  A checkpoint, if
+    any, is left as last written: from finite weights.
+    """
+
+    def __init__(self, step: int, loss: float | None, history: History) -> None:
+        what = "non-finite weights" if loss is None else f"loss {loss}"
+        super().__init__(f"training diverged at step {step} ({what}); lower the learning rate")
+        self.step, self.loss, self.history = step, loss, history
 
 
 @dataclass
@@ -53,11 +85,14 @@ class History:
         The minibatch loss of every step, in order (steps restored from a
         checkpoint included).
     eval_step, eval_accuracy : list
-        Step numbers and accuracies on the evaluation data, when given.
+        Step numbers and accuracies (exact fractions of correct rows) on the
+        evaluation data, when given.
     seconds : float
         Wall-clock time of this call's loop.
     stopped_early : bool
         True when a callback stopped the run before ``steps``.
+    resumed_from : int
+        The step the run was resumed from (0 for a fresh run).
     """
 
     loss: list[float] = field(default_factory=list)
@@ -65,11 +100,17 @@ class History:
     eval_accuracy: list[float] = field(default_factory=list)
     seconds: float = 0.0
     stopped_early: bool = False
+    resumed_from: int = 0
 
     @property
     def steps(self) -> int:
-        """Number of steps done."""
+        """Number of steps done, those before a resume included."""
         return len(self.loss)
+
+    @property
+    def steps_run(self) -> int:
+        """Number of steps this call ran (``seconds`` is their time)."""
+        return self.steps - self.resumed_from
 
     def as_dict(self) -> dict[str, Any]:
         """Plain Python types, ready for ``json.dumps``."""
@@ -79,6 +120,7 @@ class History:
             "eval_accuracy": list(self.eval_accuracy),
             "seconds": self.seconds,
             "stopped_early": self.stopped_early,
+            "resumed_from": self.resumed_from,
         }
 
 
@@ -98,41 +140,13 @@ class Step:
     history: History
 
 
-class _Batches:
-    """Index batches: a fresh permutation per epoch, drawn from one generator.
+class _State(NamedTuple):
+    """Everything a step changes, committed by one assignment (see the module notes)."""
 
-    An epoch ends when fewer than ``batch_size`` unseen indices remain (the
-    remainder is skipped, as a ``drop_last`` loader does).  The state is the
-    generator's state before the current epoch's draw and the position in it,
-    which is all a checkpoint needs to continue with the same batches.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size = n, batch_size
-        self.rng = np.random.default_rng(seed)
-        self.epoch_state: dict[str, Any] | None = None
-        self.perm: np.ndarray | None = None
-        self.pos = 0
-
-    def next(self) -> np.ndarray:
-        if self.perm is None or self.pos + self.batch_size > self.n:
-            self.epoch_state = self.rng.bit_generator.state
-            self.perm = self.rng.permutation(self.n)
-            self.pos = 0
-        batch = self.perm[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return batch
-
-    def state(self) -> dict[str, Any]:
-        return {"epoch_state": self.epoch_state, "pos": self.pos}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        if state["epoch_state"] is None:
-            return
-        self.rng.bit_generator.state = state["epoch_state"]
-        self.epoch_state = self.rng.bit_generator.state
-        self.perm = self.rng.permutation(self.n)
-        self.pos = int(state["pos"])
+    step: int
+    params: list[Array]
+    velocity: list[Array] | None
+    sampler: _Batches
 
 
 def train(
@@ -164,12 +178,14 @@ def train(
     model : SoftmaxRegression
         Updated in place (``model.W``, ``model.b`` are replaced).
     X, y : arrays
-        Features ``(N, n_features)`` and integer labels ``(N,)`` of the
-        model's library, on one device.  Dask arrays are persisted, and so
+        Features ``(N, n_features)`` and integer labels ``(N,)`` in
+        ``[0, n_classes)``, of the model's library, on one device.  ``X`` is
+        cast to the model's dtype (a copy) when its dtype differs: the model
+        keeps its dtype on every backend.  Dask arrays are persisted, and so
         are the parameters after every step; expect Dask's scheduling
         overhead (a fraction of a second) per step.
     optimizer : SGD, optional
-        Default ``SGD(lr=0.5)``.
+        Default ``SGD(lr=0.5)``; when resuming, the checkpoint's.
     batch_size, steps, seed : int
         Batches of ``batch_size`` rows from a per-epoch shuffle drawn with
         ``numpy.random.default_rng(seed)``: the same on every backend.
@@ -177,7 +193,7 @@ def train(
     eval_data : (X_test, y_test), optional
         Accuracy on these every ``eval_every`` steps and after step ``steps``
         (not when a callback stops the run: a resumed run's history then
-        equals an uninterrupted one's).
+        equals an uninterrupted one's).  Checked and cast as ``X``, ``y``.
     callbacks : iterable of callables
         Called with a :class:`Step` after every step; a true return value
         stops training (after writing the checkpoint, if any).
@@ -186,10 +202,17 @@ def train(
         error is a terminal.
     checkpoint : path, optional
         A ``.npz`` file written atomically every ``checkpoint_every`` steps
-        (if given), when training ends or stops, and on ``KeyboardInterrupt``.
+        (if given), when training ends or stops, and on ``KeyboardInterrupt``
+        (then with the last completed step).  Its directory is checked before
+        the first step.
     resume : bool
         Continue from ``checkpoint``: weights, optimizer, step, batch order
-        and history.  The result equals an uninterrupted run's.
+        and history.  The result equals an uninterrupted run's, bit for bit
+        on the same backend.  What you pass must match what the checkpoint
+        was written with -- ``seed``, ``batch_size``, the training data, the
+        model's dtype and, if given, the optimizer's settings -- or a
+        ``ValueError`` names each difference; leave ``optimizer`` out to take
+        the checkpoint's.
 
     Returns
     -------
@@ -198,11 +221,19 @@ def train(
     Raises
     ------
     ValueError
-        For bad sizes or counts, or a checkpoint from a different run.
+        For bad sizes or counts, labels outside ``[0, n_classes)``, an
+        output path that cannot be written, a damaged checkpoint or one from
+        a different run, or ``steps`` below a resumed checkpoint's step.
     TypeError
-        If the data's library is not the model's.
+        If the data's library is not the model's, ``X`` is complex or ``y``
+        not integer.
     FileNotFoundError
-        For ``resume=True`` without an existing checkpoint.
+        For ``resume=True`` without an existing checkpoint, or a checkpoint
+        in a directory that does not exist.
+    TrainingDiverged
+        At the first non-finite loss (found when the losses are read, at
+        most 100 steps later, at a checkpoint or at the end); the checkpoint
+        keeps the last finite state.
 
     Examples
     --------
@@ -217,29 +248,36 @@ def train(
     >>> model.predict(X[:2])
     array([1, 0])
     """
-    optimizer = SGD() if optimizer is None else optimizer
     _check_counts(
         batch_size=batch_size, steps=steps, eval_every=eval_every, checkpoint_every=checkpoint_every
     )
-    xp = _check_data(model, X, y, batch_size)
-    config = {"seed": int(seed), "batch_size": int(batch_size), "n_samples": int(X.shape[0])}
-    sampler = _Batches(X.shape[0], batch_size, seed)
-    history = History()
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs the checkpoint path")
+    xp, X, y = _check_data(model, X, y, "X", "y")
+    if batch_size > X.shape[0]:
+        raise ValueError(f"batch_size {batch_size} exceeds the {X.shape[0]} training samples")
+    evaluation = None
+    if eval_data is not None:
+        evaluation = _Evaluation(_check_data(model, *eval_data, *_EVAL_NAMES)[1:], eval_every)
+    data = _Data(xp, X, y)
+    sampler = _Batches.start(X.shape[0], batch_size, seed)
+    saver = None
+    if checkpoint is not None:
+        run = {"seed": int(seed), "batch_size": int(batch_size), "n_samples": int(X.shape[0])}
+        run["data"] = data.fingerprint()
+        saver = _Checkpointer(check_output_path(checkpoint, "checkpoint"), checkpoint_every, run)
     if resume:
-        history = _resume(checkpoint, model, optimizer, sampler, config)
-    saver = None if checkpoint is None else _Checkpointer(checkpoint, checkpoint_every, config)
-    run = _Run(
-        model=model,
-        optimizer=optimizer,
-        data=_Data(xp, X, y),
-        sampler=sampler,
-        history=history,
-        log=_LossLog(xp, history, _progress_bar(progress, steps, history.steps)),
-        saver=saver,
-        evaluation=None if eval_data is None else _Evaluation(eval_data, eval_every),
-        callbacks=list(callbacks),
-    )
-    return run.until(steps)
+        optimizer, state, history = _resume(saver, model, optimizer, sampler, steps)
+    else:
+        optimizer = SGD() if optimizer is None else optimizer
+        history = History()
+        state = _State(0, model.parameters, optimizer.velocity, sampler)
+    log = _LossLog(xp, history, _progress_bar(progress, steps, history.steps))
+    loop = _Run(model, optimizer, data, history, log, saver, evaluation, list(callbacks), state)
+    return loop.until(steps)
+
+
+_EVAL_NAMES = ("eval_data[0]", "eval_data[1]")
 
 
 def _check_counts(**counts: int | None) -> None:
@@ -252,44 +290,135 @@ def _check_counts(**counts: int | None) -> None:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def _check_data(model: SoftmaxRegression, X: Array, y: Array, batch_size: int) -> ModuleType:
-    """The data's library, shapes and size against the model and the batch size."""
+def _check_data(
+    model: SoftmaxRegression, X: Array, y: Array, x_name: str, y_name: str
+) -> tuple[ModuleType, Array, Array]:
+    """The data against the model; ``X`` cast to the model's dtype (one rule everywhere)."""
     xp, X, (y,) = xp_inputs(X, y)
+    _check_library(model, xp)
+    _check_shapes(model, X, y, x_name, y_name)
+    if xp.isdtype(X.dtype, "complex floating"):
+        raise TypeError(f"{x_name} is complex ({X.dtype}); the model is real")
+    _check_labels(model, xp, y, y_name)
+    return xp, (X if X.dtype == model.dtype else xp.astype(X, model.dtype)), y
+
+
+def _check_library(model: SoftmaxRegression, xp: ModuleType) -> None:
     if xp is not model.xp:
         raise TypeError(
             f"the data are arrays of {xp.__name__}, the model's parameters of "
             f"{model.xp.__name__}; create the model with xp={xp.__name__}"
         )
+
+
+def _check_shapes(model: SoftmaxRegression, X: Array, y: Array, x_name: str, y_name: str) -> None:
     n_features = model.W.shape[0]
     if X.ndim != 2 or X.shape[1] != n_features:
-        raise ValueError(f"X must have shape (N, {n_features}), got {tuple(X.shape)}")
+        raise ValueError(f"{x_name} must have shape (N, {n_features}), got {tuple(X.shape)}")
     if tuple(y.shape) != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},), got {tuple(y.shape)}")
-    if batch_size > X.shape[0]:
-        raise ValueError(f"batch_size {batch_size} exceeds the {X.shape[0]} training samples")
-    return xp
+        raise ValueError(f"{y_name} must have shape ({X.shape[0]},), got {tuple(y.shape)}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{x_name} is empty: no samples")
+
+
+def _check_labels(model: SoftmaxRegression, xp: ModuleType, y: Array, y_name: str) -> None:
+    """Integer labels in ``[0, n_classes)`` (read now: a bad one would stop the run later)."""
+    n_classes = model.W.shape[1]
+    if not xp.isdtype(y.dtype, "integral"):
+        raise TypeError(
+            f"{y_name} must hold integer class labels, got {y.dtype}; "
+            f"cast it first, e.g. xp.astype({y_name}, xp.int64)"
+        )
+    low, high = int(xp.min(y)), int(xp.max(y))
+    if low < 0 or high >= n_classes:
+        raise ValueError(
+            f"{y_name} holds label {low if low < 0 else high}, outside the model's "
+            f"{n_classes} classes 0..{n_classes - 1}"
+        )
 
 
 def _resume(
-    path: str | os.PathLike[str] | None,
+    saver: _Checkpointer | None,
     model: SoftmaxRegression,
-    optimizer: SGD,
+    optimizer: SGD | None,
     sampler: _Batches,
-    config: dict[str, int],
-) -> History:
-    """Load ``path`` into the model, optimizer and sampler; return the saved history."""
-    if path is None:
-        raise ValueError("resume=True needs the checkpoint path")
-    state = load_checkpoint(path, model, optimizer)
-    theirs = {k: state.get(k) for k in config}
-    if theirs != config:
+    steps: int,
+) -> tuple[SGD, _State, History]:
+    """Check the checkpoint against this run, then load it into the model and optimizer."""
+    assert saver is not None  # train checks resume=True has a checkpoint
+    path = saver.path
+    saved = read_checkpoint_state(path)
+    history = _saved_history(saved, path)
+    try:
+        sampler = sampler.restored(saved["sampler"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: damaged checkpoint: {exc}") from None
+    differences = _differences(saved, saver.run, model, optimizer)
+    if differences:
         raise ValueError(
-            f"checkpoint {path} is from a run with {theirs}, "
-            f"this run has {config}: its batches would differ"
+            f"checkpoint {path} was written by another run; these differ: "
+            f"{'; '.join(differences)}.  Resume with the checkpoint's settings or start "
+            f"a new checkpoint"
         )
-    sampler.restore(state["sampler"])
-    saved = state["history"]
-    return History(saved["loss"], saved["eval_step"], saved["eval_accuracy"])
+    if history.steps > steps:
+        raise ValueError(
+            f"checkpoint {path} is at step {history.steps}, beyond steps={steps}: "
+            f"ask for at least {history.steps} steps"
+        )
+    optimizer = SGD() if optimizer is None else optimizer
+    load_checkpoint(path, model, optimizer)
+    return optimizer, _State(history.steps, model.parameters, optimizer.velocity, sampler), history
+
+
+def _saved_history(saved: dict[str, Any], path: Any) -> History:
+    """The history of a checkpoint of :func:`train`, its structure checked."""
+    for key in ("step", "seed", "batch_size", "n_samples", "sampler", "history"):
+        if key not in saved:
+            raise ValueError(f"{path}: not a checkpoint of ps.train (no {key!r} in its state)")
+    step, record = saved["step"], saved["history"]
+    if not _is_count(step):
+        raise ValueError(f"{path}: damaged checkpoint: step is {step!r}")
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: damaged checkpoint: history is {record!r}")
+    loss = record.get("loss")
+    eval_step = record.get("eval_step")
+    accuracy = record.get("eval_accuracy")
+    if not (isinstance(loss, list) and len(loss) == step and all(map(_is_finite, loss))):
+        raise ValueError(f"{path}: damaged checkpoint: history.loss is not {step} finite numbers")
+    if not (isinstance(eval_step, list) and all(map(_is_count, eval_step))):
+        raise ValueError(f"{path}: damaged checkpoint: history.eval_step is not a list of steps")
+    if not (isinstance(accuracy, list) and len(accuracy) == len(eval_step)):
+        raise ValueError(f"{path}: damaged checkpoint: history.eval_accuracy does not match")
+    if not all(_is_finite(a) and 0 <= a <= 1 for a in accuracy):
+        raise ValueError(f"{path}: damaged checkpoint: history.eval_accuracy is not in [0, 1]")
+    return History(list(map(float, loss)), eval_step, list(map(float, accuracy)), resumed_from=step)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _differences(
+    saved: dict[str, Any], run: dict[str, Any], model: SoftmaxRegression, optimizer: SGD | None
+) -> list[str]:
+    """Each setting of this run that differs from the checkpoint's, named with both values."""
+    ours: dict[str, Any] = dict(run, dtype=dtype_name(model.dtype))
+    if optimizer is not None:
+        ours.update(optimizer.hyperparameters)
+    theirs = {**saved, **saved.get("optimizer", {})}
+    found = []
+    for name, value in ours.items():
+        if name not in theirs or theirs[name] == value:
+            continue
+        if name == "data":
+            found.append("the training data (X and y have another fingerprint)")
+        else:
+            found.append(f"{name}={value!r} (checkpoint: {theirs[name]!r})")
+    return found
 
 
 def _progress_bar(progress: bool | None, total: int, initial: int) -> Any:
@@ -307,27 +436,42 @@ def _progress_bar(progress: bool | None, total: int, initial: int) -> Any:
 class _LossLog:
     """Each step's loss: kept on the device, copied into the history in blocks.
 
-    The progress bar advances every step and shows the last copied loss.
+    Every entry carries its step, so a copy cut short by an interrupt is
+    simply done again: a step whose loss is in the history is skipped.  A
+    non-finite loss raises :class:`TrainingDiverged` when it is copied.  The
+    progress bar advances every step and shows the last copied loss.
     """
 
     def __init__(self, xp: ModuleType, history: History, bar: Any) -> None:
         self.xp, self.history, self.bar = xp, history, bar
-        self.pending: list[Array] = []
+        self.pending: list[tuple[int, Array]] = []
 
-    def add(self, loss: Array) -> None:
-        self.pending.append(loss)
+    def add(self, step: int, loss: Array) -> None:
+        self.pending.append((step, loss))
         if len(self.pending) >= _SYNC_EVERY:
             self.flush()
         if self.bar is not None:
             self.bar.update(1)
 
     def flush(self) -> None:
-        if not self.pending:
-            return
-        self.history.loss.extend(float(v) for v in to_numpy(self.xp.stack(self.pending)))
-        self.pending.clear()
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}")
+        done = self.history.steps
+        todo = [loss for step, loss in self.pending if step > done]
+        if todo:
+            values = [float(v) for v in to_numpy(self.xp.stack(todo))]
+            bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+            self.history.loss.extend(values if bad is None else values[:bad])
+            if bad is not None:
+                self.pending = []
+                raise TrainingDiverged(done + bad + 1, values[bad], self.history)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}")
+        self.pending = []  # only now: an interrupted copy is done again, not lost
+
+    def settle(self, step: int) -> None:
+        """Keep the losses of steps ``1..step`` only (those of a step not committed go)."""
+        self.pending = [(s, loss) for s, loss in self.pending if s <= step]
+        self.flush()
+        del self.history.loss[step:]
 
     def close(self) -> None:
         if self.bar is not None:
@@ -356,6 +500,17 @@ class _Data:
         """Parameters to carry into the next step (persisted on Dask: no growing graph)."""
         return [p.persist() for p in params] if self.persist else params
 
+    def fingerprint(self) -> str:
+        """A hash of the labels and of evenly spaced rows of ``X`` (in its dtype)."""
+        n = self.X.shape[0]
+        rows = np.unique(np.linspace(0, n - 1, num=min(n, _FINGERPRINT_ROWS)).astype(np.int64))
+        X_rows, _ = self.batch(rows)
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(repr(tuple(self.X.shape)).encode())
+        digest.update(np.ascontiguousarray(to_numpy(self.y), dtype="<i8").tobytes())
+        digest.update(np.ascontiguousarray(to_numpy(X_rows), dtype="<f8").tobytes())
+        return f"blake2b:{digest.hexdigest()}"
+
 
 @dataclass
 class _Evaluation:
@@ -368,27 +523,50 @@ class _Evaluation:
         return step % self.every == 0 or step == last
 
     def record(self, model: SoftmaxRegression, history: History, step: int) -> None:
+        accuracy = float(model.accuracy(*self.data))
         history.eval_step.append(step)
-        history.eval_accuracy.append(float(model.accuracy(*self.data)))
+        history.eval_accuracy.append(accuracy)
+
+    def settle(self, model: SoftmaxRegression, history: History, step: int, last: int) -> None:
+        """The evaluations of steps ``1..step``, that of ``step`` too if it is due."""
+        n = min(len(history.eval_step), len(history.eval_accuracy))
+        while n and history.eval_step[n - 1] > step:
+            n -= 1
+        del history.eval_step[n:], history.eval_accuracy[n:]
+        if (
+            step > history.resumed_from
+            and self.due(step, last)
+            and history.eval_step[-1:] != [step]
+        ):
+            self.record(model, history, step)
 
 
 @dataclass
 class _Checkpointer:
     """Where and how often the run is saved, and what the file records about it."""
 
-    path: str | os.PathLike[str]
+    path: os.PathLike[str]
     every: int | None
-    config: dict[str, int]
+    run: dict[str, Any]
 
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0
 
     def save(
-        self, model: SoftmaxRegression, optimizer: SGD, sampler: _Batches, history: History
-    ) -> None:
-        state = dict(self.config, step=history.steps, sampler=sampler.state())
-        state["history"] = history.as_dict()
-        save_checkpoint(self.path, model, optimizer, state=state)
+        self, state: _State, model: SoftmaxRegression, optimizer: SGD, history: History
+    ) -> bool:
+        """Write the file; False (and nothing written) when the weights are not finite.
+
+        The next step's loss is then not finite either, and the loss log
+        reports the divergence at that step.
+        """
+        xp = model.xp
+        if not all(bool(xp.all(xp.isfinite(p))) for p in state.params):
+            return False
+        meta = dict(self.run, step=state.step, sampler=state.sampler.state())
+        meta["history"] = history.as_dict()
+        save_checkpoint(self.path, model, optimizer, state=meta)
+        return True
 
 
 @dataclass
@@ -398,23 +576,26 @@ class _Run:
     model: SoftmaxRegression
     optimizer: SGD
     data: _Data
-    sampler: _Batches
     history: History
     log: _LossLog
     saver: _Checkpointer | None
     evaluation: _Evaluation | None
     callbacks: list[Callable[[Step], Any]]
+    state: _State
 
-    def until(self, steps: int) -> History:
-        """Run from the history's step count to ``steps``; save on the way out."""
+    def until(self, last: int) -> History:
+        """Run to step ``last``; save on the way out, on an interrupt the last whole step."""
         start = time.perf_counter()
         try:
-            for step in range(self.history.steps + 1, steps + 1):
-                if self.step(step, steps):
-                    self.history.stopped_early = step < steps
-                    break
-            self.save()
+            # Divergence is reported by TrainingDiverged, not by NumPy's warnings.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                for step in range(self.state.step + 1, last + 1):
+                    if self.step(step, last):
+                        self.history.stopped_early = True
+                        break
+                self.save(last=True)
         except KeyboardInterrupt:
+            self.settle(last)
             self.save()
             raise
         finally:
@@ -423,19 +604,26 @@ class _Run:
         return self.history
 
     def step(self, step: int, last: int) -> bool:
-        """One SGD step and what follows it; True when a callback asks to stop."""
-        Xb, yb = self.data.batch(self.sampler.next())
+        """One SGD step, committed, and what follows it; True when a callback stops the run."""
+        rows, sampler = self.state.sampler.draw()
+        Xb, yb = self.data.batch(rows)
         loss, grads = self.model.gradients(Xb, yb)
-        self.model.parameters = self.data.keep(self.optimizer.step(self.model.parameters, grads))
-        self.log.add(loss)
+        params, velocity = self.optimizer.update(self.state.params, grads, self.state.velocity)
+        self.log.add(step, loss)
+        self.state = _State(step, self.data.keep(params), velocity, sampler)  # the commit
+        self.publish()
         if self.evaluation is not None and self.evaluation.due(step, last):
             self.evaluation.record(self.model, self.history, step)
-        stop = self.notify(step, loss)
-        if stop and step < last:
+        if self.notify(step, loss) and step < last:
             return True
         if self.saver is not None and self.saver.due(step):
             self.save()
         return False
+
+    def publish(self) -> None:
+        """Show the committed state in the model and the optimizer."""
+        self.model.parameters = self.state.params
+        self.optimizer.velocity = self.state.velocity
 
     def notify(self, step: int, loss: Array) -> bool:
         """Call every callback (all of them, even after one asks to stop)."""
@@ -445,7 +633,18 @@ class _Run:
             stop = bool(callback(info)) or stop
         return stop
 
-    def save(self) -> None:
+    def settle(self, last: int) -> None:
+        """After an interrupt: model, optimizer and history as of the last committed step."""
+        self.publish()
+        self.log.settle(self.state.step)
+        if self.evaluation is not None:
+            self.evaluation.settle(self.model, self.history, self.state.step, last)
+
+    def save(self, *, last: bool = False) -> None:
+        """Write the checkpoint, if any; the last one must be of finite weights."""
         self.log.flush()
-        if self.saver is not None:
-            self.saver.save(self.model, self.optimizer, self.sampler, self.history)
+        if self.saver is None:
+            return
+        saved = self.saver.save(self.state, self.model, self.optimizer, self.history)
+        if not saved and last:
+            raise TrainingDiverged(self.state.step, None, self.history)
