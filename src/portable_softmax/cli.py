@@ -4,9 +4,11 @@
 (zeros, lr 0.5, batches of 100, 1000 steps, seed 0) on the embedded MNIST and
 prints the test accuracy; ``portable-softmax backends`` lists the array
 libraries that import here and their devices.  Every user error -- unknown
-backend, missing device, bad number, missing or damaged file -- is one line on
-standard error and a non-zero exit status: 2 for bad arguments, 1 for
-failures while running, 130 when interrupted.
+backend, missing device, bad number, an output path that cannot be written,
+a missing, damaged or hostile file -- is one line on standard error naming
+the file and the problem, and a non-zero exit status: 2 for bad arguments, 1
+for failures while running (a diverged run included), 130 when interrupted.
+Everything that can be checked is checked before the first step.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
-import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -35,6 +39,28 @@ BACKENDS = {
     "dask": ("dask.array", "'dask[array]'"),
     "array_api_strict": ("array_api_strict", "array-api-strict"),
 }
+
+
+# The options that --resume takes from the checkpoint when they are not given,
+# and their values for a new run.
+DEFAULTS: dict[str, Any] = {
+    "batch_size": 100,
+    "lr": 0.5,
+    "momentum": 0.0,
+    "weight_decay": 0.0,
+    "seed": 0,
+    "dtype": "float32",
+}
+
+DEFAULT_CLASSES = 10
+
+RESUME_HELP = (
+    "continue from --checkpoint, with the settings it was saved with: options "
+    "left out (--lr, --momentum, --weight-decay, --batch-size, --seed, --dtype) "
+    "are taken from it; options given must equal its values, else an error names "
+    "each one that differs; the training data must be the same; --steps counts "
+    "from the start and must be at least the saved step count"
+)
 
 
 class UsageError(Exception):
@@ -73,32 +99,53 @@ def _rate(text: str) -> float:
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    train = commands.add_parser(
-        "train",
-        help="train softmax regression on MNIST and print the test accuracy",
-        description="Train softmax regression on MNIST (the TensorFlow tutorial's "
-        "settings by default) and print the test accuracy.",
+    _train_options(
+        commands.add_parser(
+            "train",
+            help="train softmax regression on MNIST and print the test accuracy",
+            description="Train softmax regression on MNIST (the TensorFlow tutorial's "
+            "settings by default) and print the test accuracy.  --resume: " + RESUME_HELP + ".",
+        )
     )
+    backends = commands.add_parser(
+        "backends", help="list the array libraries and devices found here"
+    )
+    backends.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--backend", default="numpy", help=f"one of {', '.join(BACKENDS)}")
     train.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the backend's)")
-    train.add_argument("--steps", type=_count(0), default=1000, help="SGD steps (1000)")
-    train.add_argument("--batch-size", type=_count(1), default=100, help="batch size (100)")
-    train.add_argument("--lr", type=_rate, default=0.5, help="learning rate (0.5)")
-    train.add_argument("--momentum", type=_rate, default=0.0, help="momentum (0)")
-    train.add_argument("--weight-decay", type=_rate, default=0.0, help="L2 penalty (0)")
-    train.add_argument("--seed", type=_count(0), default=0, help="shuffling seed (0)")
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float32")
+    train.add_argument("--steps", type=_count(0), default=1000, help="SGD steps in all (1000)")
+    train.add_argument("--batch-size", type=_count(1), help="batch size (100)")
+    train.add_argument("--lr", type=_rate, help="learning rate (0.5)")
+    train.add_argument("--momentum", type=_rate, help="momentum (0)")
+    train.add_argument("--weight-decay", type=_rate, help="L2 penalty (0)")
+    train.add_argument("--seed", type=_count(0), help="shuffling seed (0)")
+    train.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        help="of the model; the data are cast to it (float32)",
+    )
     train.add_argument(
         "--data-dir",
         help="directory of the four MNIST-style IDX files (Fashion-MNIST, ...); "
         "default: the MNIST copy embedded in the package",
     )
+    train.add_argument(
+        "--classes",
+        type=_count(1),
+        default=DEFAULT_CLASSES,
+        metavar="N",
+        help="number of classes: every label must lie in 0..N-1 (10, as in MNIST, "
+        "Fashion-MNIST and KMNIST)",
+    )
     train.add_argument("--eval-every", type=_count(1), default=100, help="test every N steps")
     train.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy (matplotlib)")
     train.add_argument("--checkpoint", metavar="PATH", help="save the training state here")
     train.add_argument("--checkpoint-every", type=_count(1), metavar="N", help="also every N steps")
-    train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    train.add_argument("--resume", action="store_true", help=RESUME_HELP)
     train.add_argument("--json", action="store_true", help="print a JSON summary only")
     progress = train.add_mutually_exclusive_group()
     progress.add_argument(
@@ -108,12 +155,6 @@ def _parser() -> argparse.ArgumentParser:
         help="progress bar (tqdm) even when standard error is not a terminal",
     )
     progress.add_argument("--no-progress", dest="progress", action="store_false")
-
-    backends = commands.add_parser(
-        "backends", help="list the array libraries and devices found here"
-    )
-    backends.add_argument("--json", action="store_true", help="print JSON")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,11 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, TypeError, ImportError, RuntimeError) as exc:
+    except (OSError, ValueError, TypeError, ImportError, RuntimeError, ArithmeticError) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+    except MemoryError as exc:
+        print(f"{PROG}: error: out of memory: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        note = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+        print(f"{PROG}: interrupted{note}", file=sys.stderr)
         return 130
 
 
@@ -200,24 +245,17 @@ def _find_device(xp: ModuleType, backend: str, wanted: str) -> Any:
     raise UsageError(f"device {wanted!r} is not available to {backend}; available: {available}")
 
 
+# array_api_strict's devices other than the CPU: what each pretends to be.
+PRETEND_DEVICES = {
+    "device1": "a second device",
+    "device2": "a third device",
+    "no_float64": "a device without float64",
+    "no_x64": "a device without 64-bit types",
+}
+
+
 def _backends(args: argparse.Namespace) -> int:
-    rows = []
-    for name, (module, _) in BACKENDS.items():
-        row: dict[str, Any] = {"backend": name, "installed": False, "version": None, "devices": []}
-        try:
-            lib = importlib.import_module(module)
-        except ImportError as exc:
-            row["error"] = _one_line(exc)
-            rows.append(row)
-            continue
-        row["installed"] = True
-        top = sys.modules[module.split(".")[0]]
-        row["version"] = getattr(top, "__version__", None)
-        try:
-            row["devices"] = [label for label, _ in _devices(_namespace(lib))]
-        except Exception as exc:  # noqa: BLE001 - a broken driver is a row, not a crash
-            row["error"] = _one_line(exc)
-        rows.append(row)
+    rows = [_backend_row(name, module) for name, (module, _) in BACKENDS.items()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -228,7 +266,53 @@ def _backends(args: argparse.Namespace) -> int:
             devices = ", ".join(row["devices"]) or row.get("error", "no devices")
             status = f"{row['version'] or '?':<10} {devices}"
         print(f"{row['backend']:<17} {status}")
+    pretend = next((row["pretend_devices"] for row in rows if row.get("pretend_devices")), None)
+    if pretend:
+        listed = "; ".join(f"{name}: {what}" for name, what in pretend.items())
+        print(
+            f"\narray_api_strict's devices other than cpu are pretend ones, for testing how "
+            f"code handles devices; all compute on the CPU ({listed})"
+        )
     return 0
+
+
+def _backend_row(name: str, module: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"backend": name, "installed": False, "version": None, "devices": []}
+    try:
+        lib = importlib.import_module(module)
+    except ImportError as exc:
+        row["error"] = _one_line(exc)
+        return row
+    row["installed"] = True
+    top = sys.modules[module.split(".")[0]]
+    row["version"] = getattr(top, "__version__", None)
+    try:
+        row["devices"] = [label for label, _ in _devices(_namespace(lib))]
+    except Exception as exc:  # noqa: BLE001 - a broken driver is a row, not a crash
+        row["error"] = _one_line(exc)
+    if name == "array_api_strict":
+        found = [d for d in row["devices"] if d in PRETEND_DEVICES]
+        row["pretend_devices"] = {d: PRETEND_DEVICES[d] for d in found}
+    return row
+
+
+def _namespace(lib: ModuleType) -> ModuleType:
+    from portable_softmax._compat import xp_namespace
+
+    return xp_namespace(lib)
+
+
+@dataclass
+class _Dataset:
+    """The two splits as arrays of the chosen library, their files and class count."""
+
+    files: tuple[Any, Any, Any, Any]  # train images, train labels, test images, test labels
+    X: Any
+    y: Any
+    X_test: Any
+    y_test: Any
+    image_shape: tuple[int, ...]
+    classes: int
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -236,13 +320,16 @@ def _train(args: argparse.Namespace) -> int:
     backend = args.backend.replace("-", "_")
     xp = _namespace(_import_backend(args.backend))
     device = None if args.device is None else _find_device(xp, backend, args.device)
-    dtype = getattr(xp, args.dtype)
-    train_data, test_data = _load_data(args, xp, device, dtype)
-    start = time.perf_counter()
-    model, optimizer, history = _fit(args, train_data, test_data, xp, device, dtype)
-    seconds = time.perf_counter() - start
-    summary = _summary(args, backend, model, optimizer, history, seconds, test_data)
-    if args.plot:
+    files = _data_files(args.data_dir)
+    _check_outputs(args, files)
+    settings, saved = _settings(args)
+    dtype = _dtype(xp, backend, settings["dtype"], args)
+    data = _load_data(args, files, xp, device, dtype)
+    if not args.json:
+        _announce(args, data, saved)
+    model, history = _fit(args, settings, data, xp, device, dtype)
+    summary = _summary(args, backend, settings, data, model, history)
+    if args.plot is not None:
         _plot(history, args.plot, summary)
         summary["plot"] = args.plot
     _report(summary, args.json)
@@ -251,11 +338,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _check_train_args(args: argparse.Namespace) -> None:
     """The options that depend on each other, and --plot's matplotlib."""
-    if args.resume and not args.checkpoint:
+    if args.resume and args.checkpoint is None:
         raise UsageError("--resume needs --checkpoint PATH")
-    if args.checkpoint_every and not args.checkpoint:
+    if args.checkpoint_every and args.checkpoint is None:
         raise UsageError("--checkpoint-every needs --checkpoint PATH")
-    if args.plot:
+    if args.plot is not None:
         try:
             import matplotlib
         except ImportError:
@@ -265,84 +352,262 @@ def _check_train_args(args: argparse.Namespace) -> None:
         matplotlib.use("Agg")
 
 
-def _namespace(lib: ModuleType) -> ModuleType:
-    from portable_softmax._compat import xp_namespace
+def _data_files(data_dir: str | None) -> tuple[Any, Any, Any, Any]:
+    from portable_softmax.datasets import mnist_files
 
-    return xp_namespace(lib)
+    return (*mnist_files("train", data_dir), *mnist_files("test", data_dir))
+
+
+def _check_outputs(args: argparse.Namespace, inputs: tuple[Any, ...]) -> None:
+    """Every output path writable, and none the same file as another or as an input."""
+    from portable_softmax.checkpoint import check_output_path
+
+    outputs = {}
+    try:
+        if args.checkpoint is not None:
+            outputs["--checkpoint"] = check_output_path(args.checkpoint, "--checkpoint")
+        if args.plot is not None:
+            outputs["--plot"] = _check_plot_path(check_output_path(args.plot, "--plot"), args.plot)
+    except (OSError, ValueError) as exc:
+        raise UsageError(_one_line(exc)) from None
+    if len(outputs) == 2 and _same_file(outputs["--checkpoint"], outputs["--plot"]):
+        raise UsageError(
+            f"--checkpoint and --plot name the same file ({args.plot}); give each its own"
+        )
+    for option, path in outputs.items():
+        for data_file in inputs:
+            if _same_file(path, data_file):
+                raise UsageError(
+                    f"{option} {path} is the data file {data_file}: it would be overwritten"
+                )
+
+
+def _check_plot_path(path: Path, text: str) -> Path:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = sorted(FigureCanvasBase.get_supported_filetypes())
+    ext = path.suffix.lower().lstrip(".")
+    if ext not in kinds:
+        what = f".{ext} files" if ext else "a file without an extension"
+        choices = ", ".join(f".{k}" for k in kinds)
+        raise UsageError(f"--plot {text}: matplotlib cannot write {what}; use one of {choices}")
+    return path
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    a, b = Path(os.fspath(a)), Path(str(b))
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The run's settings: as given, else the checkpoint's when resuming, else DEFAULTS.
+
+    On --resume, a given option that differs from the checkpoint's value is an
+    error naming each such option: the run continues as it was saved, or not
+    at all.
+    """
+    given = {name: getattr(args, name) for name in DEFAULTS if getattr(args, name) is not None}
+    if not args.resume:
+        return {**DEFAULTS, **given}, None
+    from portable_softmax.checkpoint import read_checkpoint_state
+
+    saved = read_checkpoint_state(args.checkpoint)
+    theirs = _saved_settings(saved, args.checkpoint)
+    differ = [
+        f"--{name.replace('_', '-')} {_show(value)} (it has {_show(theirs[name])})"
+        for name, value in given.items()
+        if name in theirs and theirs[name] != value
+    ]
+    if differ:
+        raise UsageError(
+            f"--resume continues {args.checkpoint} with the settings it was saved with, and "
+            f"these options differ: {', '.join(differ)}; leave them out, or start a new run "
+            f"with another --checkpoint"
+        )
+    step = saved.get("step")
+    if isinstance(step, int) and step > args.steps:
+        raise UsageError(
+            f"--steps {args.steps} is below the {step} steps {args.checkpoint} has done; "
+            f"--steps counts from the start: ask for at least {step}"
+        )
+    return {**DEFAULTS, **theirs, **given}, saved
+
+
+def _saved_settings(saved: dict[str, Any], path: str) -> dict[str, Any]:
+    """The options of DEFAULTS that a checkpoint records, their types checked."""
+    found = {**saved.get("optimizer", {}), **saved}
+    theirs = {name: found[name] for name in DEFAULTS if name in found}
+    for name, value in theirs.items():
+        kind = type(DEFAULTS[name])
+        ok = isinstance(value, (int, float) if kind is float else kind)
+        if not ok or isinstance(value, bool):
+            raise ValueError(f"{path}: damaged checkpoint: {name} is {value!r}")
+    return theirs
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _dtype(xp: ModuleType, backend: str, name: str, args: argparse.Namespace) -> Any:
+    dtype = getattr(xp, name, None)
+    if dtype is None:
+        raise UsageError(f"{args.checkpoint} holds a {name} model, which {backend} does not have")
+    return dtype
 
 
 def _load_data(
-    args: argparse.Namespace, xp: ModuleType, device: Any, dtype: Any
-) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-    """The training and test splits, as arrays of the chosen library."""
+    args: argparse.Namespace, files: tuple[Any, ...], xp: ModuleType, device: Any, dtype: Any
+) -> _Dataset:
+    """Both splits, checked against each other before anything trains."""
     from portable_softmax.datasets import load_mnist
 
+    image_shape = _check_image_headers(files)
     where = {"xp": xp, "device": device, "dtype": dtype, "data_dir": args.data_dir}
-    return load_mnist("train", **where), load_mnist("test", **where)
+    (X, y), (X_test, y_test) = load_mnist("train", **where), load_mnist("test", **where)
+    classes = _classes(args.classes, y, y_test, files)
+    return _Dataset(files, X, y, X_test, y_test, image_shape, classes)
+
+
+def _check_image_headers(files: tuple[Any, ...]) -> tuple[int, ...]:
+    """Both splits hold images, of one size (read from the headers only)."""
+    from portable_softmax.datasets import read_idx_header
+
+    train_images, _, test_images, _ = files
+    shapes = [read_idx_header(f)[1] for f in (train_images, test_images)]
+    if any(len(shape) != 3 for shape in shapes):
+        return shapes[0][1:]  # not images: load_mnist names the file and what it holds
+    for f, shape, split in zip(
+        (train_images, test_images), shapes, ("training", "test"), strict=True
+    ):
+        if shape[0] == 0:
+            raise ValueError(f"{f}: no images: the {split} split is empty")
+    if shapes[0][1:] != shapes[1][1:]:
+        raise ValueError(
+            f"{test_images}: images of {_pixels(shapes[1])} pixels, but the training "
+            f"images ({train_images}) have {_pixels(shapes[0])}"
+        )
+    return tuple(shapes[0][1:])
+
+
+def _pixels(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape[1:])) or "1"
+
+
+def _classes(count: int, y: Any, y_test: Any, files: tuple[Any, ...]) -> int:
+    """``count`` (``--classes``), after checking that every label lies in ``0..count-1``."""
+    from portable_softmax._compat import to_numpy
+
+    _, train_labels, _, test_labels = files
+    for labels, f in ((y, train_labels), (y_test, test_labels)):
+        top = int(to_numpy(labels).max())
+        if top >= count:
+            more = "" if count != DEFAULT_CLASSES else "; pass --classes N for a dataset of more"
+            raise ValueError(
+                f"{f}: label {top} is outside the {count} classes 0..{count - 1}{more}"
+            )
+    return count
+
+
+def _announce(args: argparse.Namespace, data: _Dataset, saved: dict[str, Any] | None) -> None:
+    source = args.data_dir or "embedded MNIST"
+    print(
+        f"{source}: {data.X.shape[0]} training and {data.X_test.shape[0]} test images of "
+        f"{'x'.join(map(str, data.image_shape))} pixels, {data.classes} classes",
+        flush=True,
+    )
+    step = None if saved is None else saved.get("step")
+    if isinstance(step, int):  # else train() names what is wrong with the file
+        print(f"resumed from step {step} of {args.checkpoint}", flush=True)
 
 
 def _fit(
     args: argparse.Namespace,
-    train_data: tuple[Any, Any],
-    test_data: tuple[Any, Any],
+    settings: dict[str, Any],
+    data: _Dataset,
     xp: ModuleType,
     device: Any,
     dtype: Any,
-) -> tuple[Any, Any, Any]:
-    """Build the model and optimizer from the options and train them."""
+) -> tuple[Any, Any]:
+    """Build the model and optimizer from the settings and train them."""
     import portable_softmax as ps
     from portable_softmax import training
 
-    X, y = train_data
-    n_classes = int(max(_max(y), _max(test_data[1]))) + 1
-    model = ps.SoftmaxRegression(X.shape[1], n_classes, xp=xp, device=device, dtype=dtype)
-    optimizer = ps.SGD(args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    history = training.train(
-        model,
-        X,
-        y,
-        optimizer=optimizer,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        seed=args.seed,
-        eval_data=test_data,
-        eval_every=args.eval_every,
-        progress=args.progress,
-        checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
+    model = ps.SoftmaxRegression(data.X.shape[1], data.classes, xp=xp, device=device, dtype=dtype)
+    optimizer = ps.SGD(
+        settings["lr"], momentum=settings["momentum"], weight_decay=settings["weight_decay"]
     )
-    return model, optimizer, history
+    try:
+        history = training.train(
+            model,
+            data.X,
+            data.y,
+            optimizer=optimizer,
+            batch_size=settings["batch_size"],
+            steps=args.steps,
+            seed=settings["seed"],
+            eval_data=(data.X_test, data.y_test),
+            eval_every=args.eval_every,
+            progress=args.progress,
+            checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+        )
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_saved_note(args.checkpoint)) from None
+    return model, history
+
+
+def _saved_note(path: str | None) -> str:
+    """``"; run.npz holds step 1234 ..."`` after an interrupt, or ``""``."""
+    if path is None:
+        return ""
+    from portable_softmax.checkpoint import read_checkpoint_state
+
+    try:
+        step = read_checkpoint_state(path)["step"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    return f"; {path} holds step {step}: add --resume to continue"
 
 
 def _summary(
     args: argparse.Namespace,
     backend: str,
+    settings: dict[str, Any],
+    data: _Dataset,
     model: Any,
-    optimizer: Any,
     history: Any,
-    seconds: float,
-    test_data: tuple[Any, Any],
 ) -> dict[str, Any]:
     """What the run did, as --json prints it."""
-    summary = {
+    summary: dict[str, Any] = {
         "backend": backend,
         "device": _device_label(model.device) or str(model.device),
-        "dtype": args.dtype,
         "data": args.data_dir or "embedded MNIST",
+        "classes": data.classes,
         "steps": history.steps,
-        "batch_size": args.batch_size,
-        "lr": optimizer.lr,
-        "momentum": optimizer.momentum,
-        "weight_decay": optimizer.weight_decay,
-        "seed": args.seed,
-        "seconds": round(seconds, 3),
-        "final_loss": history.loss[-1] if history.loss else None,
-        "test_accuracy": float(model.accuracy(*test_data)),
+        "steps_run": history.steps_run,
+        "resumed_from": history.resumed_from,
+        **settings,
+        "seconds": round(history.seconds, 3),
+        "final_loss": _readable(history.loss[-1], settings["dtype"]) if history.loss else None,
+        "test_accuracy": float(model.accuracy(data.X_test, data.y_test)),
     }
-    if args.checkpoint:
+    if args.checkpoint is not None:
         summary["checkpoint"] = args.checkpoint
     return summary
+
+
+def _readable(value: float, dtype: str) -> float:
+    """``value`` with the digits its dtype has: 0.18521348, not 0.18521347641944885."""
+    if dtype == "float64":
+        return value
+    import numpy as np
+
+    return float(str(np.float32(value)))
 
 
 def _report(summary: dict[str, Any], as_json: bool) -> None:
@@ -350,17 +615,14 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(summary))
         return
     loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"
+    span = ""
+    if summary["resumed_from"]:
+        span = f" (steps {summary['resumed_from'] + 1} to {summary['steps']})"
     print(
-        f"{summary['backend']} on {summary['device']}: {summary['steps']} steps in "
+        f"{summary['backend']} on {summary['device']}: {summary['steps_run']} steps{span} in "
         f"{summary['seconds']:.2f} s, final batch loss {loss}"
     )
     print(f"test accuracy: {summary['test_accuracy']:.4f}")
-
-
-def _max(a: Any) -> int:
-    from portable_softmax._compat import to_numpy
-
-    return int(to_numpy(a).max()) if a.shape[0] else 0
 
 
 def _plot(history: Any, path: str, summary: dict[str, Any]) -> None:
