@@ -86,9 +86,7 @@ def test_logsumexp_broadcasts_x_and_b_as_scipy(xp, x_shape, b_shape, axis, retur
     rng = np.random.default_rng(1)
     x, b = rng.normal(size=x_shape), rng.normal(size=b_shape)
     want = scipy.special.logsumexp(x, axis=axis, b=b, return_sign=return_sign)
-    got = ps.logsumexp(
-        xp.asarray(x), axis=axis, b=xp.asarray(b), return_sign=return_sign
-    )
+    got = ps.logsumexp(xp.asarray(x), axis=axis, b=xp.asarray(b), return_sign=return_sign)
     if not return_sign:
         want, got = (want,), (got,)
     for g, w in zip(got, want, strict=True):
@@ -139,8 +137,11 @@ def _jax_calls(jnp):
     yield "jacobian", lambda: ps.softmax_jacobian(x)
     yield "jvp", lambda: ps.softmax_jvp(x, q)
     yield "ce-index", lambda: ps.cross_entropy(x, y)
-    yield "ce-options", lambda: ps.cross_entropy(
-        x, y, weight=w, ignore_index=0, label_smoothing=0.1, reduction="none"
+    yield (
+        "ce-options",
+        lambda: ps.cross_entropy(
+            x, y, weight=w, ignore_index=0, label_smoothing=0.1, reduction="none"
+        ),
     )
     yield "ce-prob", lambda: ps.cross_entropy(x, q, label_smoothing=0.1)
     yield "ce-where", lambda: ps.cross_entropy_with_grad(x, y, where=mask, label_smoothing=0.2)

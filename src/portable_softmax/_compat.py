@@ -68,6 +68,7 @@ __all__ = [
     "xp_normalize_axes",
     "xp_normalize_axis",
     "xp_quiet",
+    "xp_traced",
 ]
 
 Array = Any  # any Array-API-compatible array
@@ -252,10 +253,27 @@ def xp_normalize_axes(axis: int | Sequence[int], ndim: int) -> tuple[int, ...]:
 def xp_eager(*arrays: Array) -> bool:
     """True when the values of all ``arrays`` can be read now.
 
-    Not JAX, not Dask, and not PyTorch's ``meta`` tensors, which have a shape
-    and no values (model-size tools and compilers trace with them).
+    Not JAX, not Dask, and not PyTorch tensors that are traced (see
+    :func:`xp_traced`).
     """
-    return not any(is_lazy_array(a) or (is_torch_array(a) and a.is_meta) for a in arrays)
+    return not any(is_lazy_array(a) or (is_torch_array(a) and xp_traced(a)) for a in arrays)
+
+
+def xp_traced(a: Array) -> bool:
+    """True for a PyTorch tensor whose values cannot be read now.
+
+    Meta tensors (a shape, no values), tensors under ``torch.compile``
+    (``Tensor.item()`` would break the graph) and under ``torch.func``'s
+    transforms (``vmap`` cannot read a batch of values as one).  Such code
+    follows the lazy backends' rules: nothing raises from values.
+    """
+    import torch
+
+    return (
+        torch.compiler.is_compiling()
+        or a.is_meta
+        or torch._C._functorch.is_functorch_wrapped_tensor(a)
+    )
 
 
 def xp_nan_where(cond: Array, values: Array, xp: ModuleType) -> Array:
@@ -278,6 +296,9 @@ def xp_full_like_reduced(
     return xp.full(shape, value, dtype=x.dtype, device=xp_device(x))
 
 
+_NOT_NUMPY_BACKED = frozenset({"torch", "jax", "jaxlib", "cupy"})
+
+
 def xp_quiet(func: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``func`` with NumPy's invalid/divide/overflow warnings off.
 
@@ -291,6 +312,10 @@ def xp_quiet(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def quiet(*args: Any, **kwargs: Any) -> Any:
+        # Only NumPy-backed input needs it; torch.compile cannot trace
+        # np.errstate, and the other libraries do not warn.
+        if type(args[0]).__module__.partition(".")[0] in _NOT_NUMPY_BACKED:
+            return func(*args, **kwargs)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             return func(*args, **kwargs)
 

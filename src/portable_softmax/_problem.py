@@ -8,10 +8,9 @@ types, so code that handles one kind says so with ``isinstance``.
 
 from __future__ import annotations
 
-import functools
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -73,13 +72,21 @@ class IndexTargets(_Common):
 
     indices: Array  # clipped into [0, C) and onto kept classes, the default integer dtype
     counted: Array  # bool: not ignored
+    # Computed once, on first use (not functools.cached_property: its lock in
+    # Python 3.11 breaks torch.compile's graph).
+    _cache: dict[str, tuple[Array, Array]] = field(default_factory=dict, repr=False)
 
-    @functools.cached_property
+    @property
     def target_weights(self) -> tuple[Array, Array]:
         """Per-sample weight of the target class (0 where ignored), and their sum.
 
         Loss, reduction and gradient all need them: computed once per call.
         """
+        if "w" not in self._cache:
+            self._cache["w"] = self._target_weights()
+        return self._cache["w"]
+
+    def _target_weights(self) -> tuple[Array, Array]:
         xp = self.xp
         if self.weight is None:
             w_y = xp.astype(self.counted, self.logits.dtype, copy=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import portable_softmax._native._torch_linear as _torch_linear
-from portable_softmax._compat import Array
+from portable_softmax._compat import Array, xp_traced
 from portable_softmax._generic import losses as generic
 from portable_softmax._linear_problem import LinearProblem
 from portable_softmax._native._base import Backend, LinearLossAndGrads, LossAndGrad
@@ -46,7 +46,7 @@ class TorchBackend(Backend):
     def cross_entropy(
         self, p: CrossEntropyProblem, *, loss: bool, grad: bool
     ) -> LossAndGrad | None:
-        if not isinstance(p, IndexTargets) or p.where is not None or p.logits.is_meta:
+        if not isinstance(p, IndexTargets) or p.where is not None or xp_traced(p.logits):
             return None
         if not grad:
             value = cross_entropy(p)
@@ -56,16 +56,17 @@ class TorchBackend(Backend):
     def mean_cross_entropy_with_grad(
         self, logits: Array, target: Array
     ) -> tuple[Array, Array] | None:
-        return None if logits.is_meta else mean_cross_entropy(logits, target)
+        return None if xp_traced(logits) else mean_cross_entropy(logits, target)
 
     def linear_cross_entropy(self, p: LinearProblem, *, grad: bool) -> LinearLossAndGrads | None:
         return _torch_linear.linear_cross_entropy(p, grad=grad)
 
 
 def _takes(x: Array, axes: tuple[int, ...], where: Array | None) -> bool:
-    # Meta tensors have no values for the guards to read: the generic code
-    # gives their shapes and dtypes.
-    return where is None and len(axes) == 1 and not x.is_meta
+    # The guards read values, which meta tensors lack and torch.compile and
+    # torch.func cannot read without a graph break: there the generic code
+    # runs, which inductor fuses as well as torch's own kernels.
+    return where is None and len(axes) == 1 and not xp_traced(x)
 
 # torch's fused CPU/CUDA kernels; float32 rows longer than this are computed in
 # float64, because torch's float32 accumulation drifts with the row length
