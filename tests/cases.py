@@ -45,7 +45,8 @@ class Case(NamedTuple):
     def id(self) -> str:
         return (
             f"{self.layout}-{self.form}-{self.reduction}-"
-            f"{'w' if self.weighted else 'now'}-{'ign' if self.ignore else 'noign'}-ls{self.smoothing}"
+            f"{'w' if self.weighted else 'now'}-{'ign' if self.ignore else 'noign'}-"
+            f"ls{self.smoothing}"
         )
 
 
@@ -100,7 +101,9 @@ def torch_reference(
     For ``reduction="none"`` the gradient is that of the summed loss.
     """
     ax = axis % logits.ndim
-    x = torch.tensor(np.moveaxis(logits, ax, min(1, logits.ndim - 1)), dtype=torch.float64, requires_grad=True)
+    x = torch.tensor(
+        np.moveaxis(logits, ax, min(1, logits.ndim - 1)), dtype=torch.float64, requires_grad=True
+    )
     if np.issubdtype(target.dtype, np.integer):
         t = torch.tensor(target.astype(np.int64))
     else:

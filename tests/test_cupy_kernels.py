@@ -1,4 +1,4 @@
-"""The fused CuPy kernels (``kernels.cu``, launched by ``_native._cupy._kernels``), with and without a GPU.
+"""The fused CuPy kernels (``kernels.cu`` via ``_native._cupy._kernels``), with and without a GPU.
 
 Every check runs against three implementations (the ``impl`` fixture):
 

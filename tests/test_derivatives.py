@@ -23,11 +23,19 @@ from support import assert_close, assert_namespace_dtype, to_numpy
 
 torch = pytest.importorskip("torch")
 
-for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad, softmax, softmax_jacobian, softmax_jvp):
+for _f in (
+    cross_entropy,
+    cross_entropy_grad,
+    cross_entropy_with_grad,
+    softmax,
+    softmax_jacobian,
+    softmax_jvp,
+):
     lazy_xp_function(_f)
 
 
-# --------------------------------------------------------------------------- cross_entropy_grad
+# ------------------------------------------------------------------------------ cross_entropy_grad
+
 
 def test_cross_entropy_grad_matches_torch_autograd(xp, case):
     data = make_data(case)
@@ -42,8 +50,22 @@ def test_cross_entropy_with_grad_equals_loss_and_grad(xp, case):
     data = make_data(case)
     logits, target, kwargs = xp_case(xp, data)
     loss, grad = cross_entropy_with_grad(logits, target, data["axis"], **kwargs)
-    assert_close(loss, to_numpy(cross_entropy(logits, target, data["axis"], **kwargs)), xp=xp, dtype=xp.float64, rtol=1e-14, atol=1e-15)
-    assert_close(grad, to_numpy(cross_entropy_grad(logits, target, data["axis"], **kwargs)), xp=xp, dtype=xp.float64, rtol=1e-14, atol=1e-16)
+    assert_close(
+        loss,
+        to_numpy(cross_entropy(logits, target, data["axis"], **kwargs)),
+        xp=xp,
+        dtype=xp.float64,
+        rtol=1e-14,
+        atol=1e-15,
+    )
+    assert_close(
+        grad,
+        to_numpy(cross_entropy_grad(logits, target, data["axis"], **kwargs)),
+        xp=xp,
+        dtype=xp.float64,
+        rtol=1e-14,
+        atol=1e-16,
+    )
 
 
 def _central_difference(f, x: np.ndarray, h: float = 1e-3) -> np.ndarray:
@@ -115,7 +137,11 @@ def test_worked_example_from_lists():
 def test_reduction_none_grad_is_grad_of_sum(xp, form):
     rng = np.random.default_rng(9)
     x = to_xp(xp, rng.normal(size=(5, 3)))
-    t = xp.asarray(np.array([0, 2, 1, -1, 2])) if form == "index" else to_xp(xp, rng.dirichlet(np.ones(3), size=5))
+    t = (
+        xp.asarray(np.array([0, 2, 1, -1, 2]))
+        if form == "index"
+        else to_xp(xp, rng.dirichlet(np.ones(3), size=5))
+    )
     kwargs = {"label_smoothing": 0.1, "weight": to_xp(xp, [1.0, 2.0, 0.5])}
     if form == "index":
         kwargs["ignore_index"] = -1
@@ -124,12 +150,18 @@ def test_reduction_none_grad_is_grad_of_sum(xp, form):
     assert_close(g_none, to_numpy(g_sum), xp=xp, dtype=xp.float64, rtol=1e-15)
 
 
-# --------------------------------------------------------------------------- autodiff through the library
+# -------------------------------------------------------------------- autodiff through the library
+
 
 def _autodiff_cases():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(4, 5))
-    yield "index", x, np.array([0, 4, -1, 2]), {"ignore_index": -1, "label_smoothing": 0.2, "weight": np.linspace(0.5, 2, 5)}
+    yield (
+        "index",
+        x,
+        np.array([0, 4, -1, 2]),
+        {"ignore_index": -1, "label_smoothing": 0.2, "weight": np.linspace(0.5, 2, 5)},
+    )
     yield "prob", x, rng.dirichlet(np.ones(5), size=4), {"label_smoothing": 0.1}
     xm = x.copy()
     xm[0, 1] = xm[1, 2] = xm[1, 3] = -np.inf
@@ -144,7 +176,9 @@ AUTODIFF = list(_autodiff_cases())
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize(("name", "logits", "target", "kwargs"), AUTODIFF, ids=[c[0] for c in AUTODIFF])
+@pytest.mark.parametrize(
+    ("name", "logits", "target", "kwargs"), AUTODIFF, ids=[c[0] for c in AUTODIFF]
+)
 def test_torch_autograd_through_cross_entropy(name, logits, target, kwargs, reduction):
     x = torch.tensor(logits, requires_grad=True)
     t = torch.tensor(target)
@@ -158,7 +192,9 @@ def test_torch_autograd_through_cross_entropy(name, logits, target, kwargs, redu
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize(("name", "logits", "target", "kwargs"), AUTODIFF, ids=[c[0] for c in AUTODIFF])
+@pytest.mark.parametrize(
+    ("name", "logits", "target", "kwargs"), AUTODIFF, ids=[c[0] for c in AUTODIFF]
+)
 def test_jax_grad_through_cross_entropy(name, logits, target, kwargs, reduction):
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
@@ -172,7 +208,9 @@ def test_jax_grad_through_cross_entropy(name, logits, target, kwargs, reduction)
     assert np.isfinite(float(f(x)))
     g = np.asarray(jax.grad(f)(x))
     assert not np.isnan(g).any(), g
-    np.testing.assert_allclose(g, np.asarray(cross_entropy_grad(x, t, reduction=reduction, **kw)), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        g, np.asarray(cross_entropy_grad(x, t, reduction=reduction, **kw)), rtol=1e-12, atol=1e-15
+    )
     g_jit = np.asarray(jax.jit(jax.grad(f))(x))
     np.testing.assert_allclose(g_jit, g, rtol=1e-13, atol=1e-15)
 
@@ -193,7 +231,9 @@ def _jax_reference_loss(jnp, jax, x, t, axis, reduction, weight, ignore_index, s
         nll = -jnp.sum(onehot * logp, axis=axis) * w_y
         smooth = jnp.where(counted, -jnp.sum(wv * logp, axis=axis), 0.0)
         if reduction == "mean":
-            return (1 - smoothing) * nll.sum() / w_y.sum() + smoothing / n * smooth.sum() / w_y.sum()
+            return (
+                1 - smoothing
+            ) * nll.sum() / w_y.sum() + smoothing / n * smooth.sum() / w_y.sum()
         per = (1 - smoothing) * nll + smoothing / n * smooth
         return per.sum()
     q = t * (1 - smoothing) + smoothing / n
@@ -212,15 +252,26 @@ def test_grad_matches_jax_grad_of_reference_and_of_ours(case):
     t = jnp.asarray(data["target"])
     x = jnp.asarray(data["logits"])
     ours = np.asarray(cross_entropy_grad(x, t, axis, weight=w, **kw))
-    ref = jax.grad(_jax_reference_loss, argnums=2)(jnp, jax, x, t, axis, kw["reduction"], w, kw.get("ignore_index"), kw["label_smoothing"])
+    ref = jax.grad(_jax_reference_loss, argnums=2)(
+        jnp, jax, x, t, axis, kw["reduction"], w, kw.get("ignore_index"), kw["label_smoothing"]
+    )
     np.testing.assert_allclose(ours, np.asarray(ref), rtol=1e-12, atol=1e-15)
     through = jax.grad(lambda z: jnp.sum(cross_entropy(z, t, axis, weight=w, **kw)))(x)
     np.testing.assert_allclose(ours, np.asarray(through), rtol=1e-12, atol=1e-15)
 
 
-# --------------------------------------------------------------------------- Jacobian and JVP
+# -------------------------------------------------------------------------------- Jacobian and JVP
 
-JAC_LAYOUTS = [((5,), 0), ((5,), -1), ((3, 4), 0), ((3, 4), 1), ((3, 4), -1), ((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), -1)]
+JAC_LAYOUTS = [
+    ((5,), 0),
+    ((5,), -1),
+    ((3, 4), 0),
+    ((3, 4), 1),
+    ((3, 4), -1),
+    ((2, 3, 4), 0),
+    ((2, 3, 4), 1),
+    ((2, 3, 4), -1),
+]
 JAC_IDS = [f"{len(s)}d-axis{a}" for s, a in JAC_LAYOUTS]
 
 
@@ -247,7 +298,9 @@ def test_softmax_jacobian_matches_torch_jacrev(xp, shape, axis):
     expected = _block_jacobian(full, shape, axis)
     jac = softmax_jacobian(to_xp(xp, x), axis)
     ax = axis % len(shape)
-    assert_namespace_dtype(jac, xp, xp.float64, shape[:ax] + shape[ax + 1 :] + (shape[ax], shape[ax]))
+    assert_namespace_dtype(
+        jac, xp, xp.float64, shape[:ax] + shape[ax + 1 :] + (shape[ax], shape[ax])
+    )
     assert_close(jac, expected, xp=xp, dtype=xp.float64, rtol=1e-12, atol=1e-16)
     j = to_numpy(jac)
     np.testing.assert_array_equal(j, np.swapaxes(j, -1, -2))  # symmetric
@@ -258,7 +311,12 @@ def test_softmax_jacobian_matches_jax_jacrev(shape, axis):
     jax = pytest.importorskip("jax")
     x = np.random.default_rng(1).normal(size=shape)
     full = np.asarray(jax.jacrev(lambda t: jax.nn.softmax(t, axis=axis))(jax.numpy.asarray(x)))
-    np.testing.assert_allclose(np.asarray(softmax_jacobian(jax.numpy.asarray(x), axis)), _block_jacobian(full, shape, axis), rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(
+        np.asarray(softmax_jacobian(jax.numpy.asarray(x), axis)),
+        _block_jacobian(full, shape, axis),
+        rtol=1e-12,
+        atol=1e-16,
+    )
 
 
 @pytest.mark.parametrize(("shape", "axis"), JAC_LAYOUTS, ids=JAC_IDS)
@@ -288,7 +346,14 @@ def test_softmax_jvp_tuple_axis_matches_torch(xp):
         return torch.softmax(t.reshape(2, 12), dim=-1).reshape(2, 3, 4)
 
     _, expected = torch.func.jvp(sm, (torch.tensor(x),), (torch.tensor(v),))
-    assert_close(softmax_jvp(to_xp(xp, x), to_xp(xp, v), (1, 2)), expected.numpy(), xp=xp, dtype=xp.float64, rtol=1e-12, atol=1e-16)
+    assert_close(
+        softmax_jvp(to_xp(xp, x), to_xp(xp, v), (1, 2)),
+        expected.numpy(),
+        xp=xp,
+        dtype=xp.float64,
+        rtol=1e-12,
+        atol=1e-16,
+    )
 
 
 def test_softmax_jvp_matches_jax_jvp():
@@ -297,7 +362,9 @@ def test_softmax_jvp_matches_jax_jvp():
     rng = np.random.default_rng(8)
     x, v = jnp.asarray(rng.normal(size=(3, 4))), jnp.asarray(rng.normal(size=(3, 4)))
     _, expected = jax.jvp(lambda t: jax.nn.softmax(t, axis=0), (x,), (v,))
-    np.testing.assert_allclose(np.asarray(softmax_jvp(x, v, 0)), np.asarray(expected), rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(
+        np.asarray(softmax_jvp(x, v, 0)), np.asarray(expected), rtol=1e-12, atol=1e-16
+    )
 
 
 SPECIAL_ROWS = {
@@ -319,7 +386,9 @@ def test_jacobian_and_jvp_at_special_points_have_no_nan(xp, name):
     assert_close(jac, expected_j, xp=xp, dtype=xp.float64, rtol=1e-14, atol=1e-300)
     v = np.array([[1.0, -2.0, 0.5, 3.0], [0.0, 1.0, 2.0, -1.0]])
     jvp = softmax_jvp(to_xp(xp, x), to_xp(xp, v))
-    assert_close(jvp, np.einsum("bij,bj->bi", expected_j, v), xp=xp, dtype=xp.float64, rtol=1e-13, atol=1e-15)
+    assert_close(
+        jvp, np.einsum("bij,bj->bi", expected_j, v), xp=xp, dtype=xp.float64, rtol=1e-13, atol=1e-15
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])

@@ -26,8 +26,8 @@ for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad, one_hot):
     lazy_xp_function(_f)
 
 
+# ----------------------------------------------------------------------------------- against torch
 
-# --------------------------------------------------------------------------- against torch
 
 def test_cross_entropy_matches_torch(xp, case):
     data = make_data(case)
@@ -51,8 +51,16 @@ def test_cross_entropy_index_dtypes(xp, dtype, ignore_index, reduction):
     x, w = to_xp(xp, logits), to_xp(xp, weight)
     y = xp.asarray(target, dtype=getattr(xp, dtype))
     assert y.dtype == getattr(xp, dtype)
-    assert_close(cross_entropy(x, y, 1, weight=w, **kwargs), expected, xp=xp, dtype=xp.float64, atol=1e-14)
-    assert_close(cross_entropy_grad(x, y, 1, weight=w, **kwargs), expected_grad, xp=xp, dtype=xp.float64, atol=1e-14)
+    assert_close(
+        cross_entropy(x, y, 1, weight=w, **kwargs), expected, xp=xp, dtype=xp.float64, atol=1e-14
+    )
+    assert_close(
+        cross_entropy_grad(x, y, 1, weight=w, **kwargs),
+        expected_grad,
+        xp=xp,
+        dtype=xp.float64,
+        atol=1e-14,
+    )
 
 
 def test_in_range_ignore_index_matches_torch(xp):
@@ -61,8 +69,17 @@ def test_in_range_ignore_index_matches_torch(xp):
     target = np.array([0, 1, 1, 2])
     weight = np.array([0.5, 2.0, 1.5])
     for red in REDUCTIONS:
-        expected, _ = torch_reference(logits, target, -1, reduction=red, weight=weight, ignore_index=1, label_smoothing=0.3)
-        got = cross_entropy(to_xp(xp, logits), to_xp(xp, target), reduction=red, weight=to_xp(xp, weight), ignore_index=1, label_smoothing=0.3)
+        expected, _ = torch_reference(
+            logits, target, -1, reduction=red, weight=weight, ignore_index=1, label_smoothing=0.3
+        )
+        got = cross_entropy(
+            to_xp(xp, logits),
+            to_xp(xp, target),
+            reduction=red,
+            weight=to_xp(xp, weight),
+            ignore_index=1,
+            label_smoothing=0.3,
+        )
         assert_close(got, expected, xp=xp, dtype=xp.float64, atol=1e-14)
 
 
@@ -72,26 +89,48 @@ def test_list_inputs_give_numpy_float64():
     np.testing.assert_allclose(loss, 4.407605964444380 - 3.0, rtol=1e-14)
 
 
-# --------------------------------------------------------------------------- deliberate differences
+# -------------------------------------------------------------------------- deliberate differences
+
 
 def _zero_mean_cases(xp):
     x = to_xp(xp, [[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])
     yield "all-ignored", (x, to_xp(xp, np.array([-1, -1])), -1), {"ignore_index": -1}
-    yield "all-ignored-smoothed", (x, to_xp(xp, np.array([-1, -1])), -1), {"ignore_index": -1, "label_smoothing": 0.2}
-    yield "all-ignored-weighted", (x, to_xp(xp, np.array([-1, -1])), -1), {"ignore_index": -1, "weight": to_xp(xp, [1.0, 2.0, 3.0])}
+    yield (
+        "all-ignored-smoothed",
+        (x, to_xp(xp, np.array([-1, -1])), -1),
+        {"ignore_index": -1, "label_smoothing": 0.2},
+    )
+    yield (
+        "all-ignored-weighted",
+        (x, to_xp(xp, np.array([-1, -1])), -1),
+        {"ignore_index": -1, "weight": to_xp(xp, [1.0, 2.0, 3.0])},
+    )
     w0 = to_xp(xp, [0.0, 1.0, 0.0])
     yield "zero-weights", (x, to_xp(xp, np.array([0, 2])), -1), {"weight": w0}
-    yield "zero-weights-smoothed", (x, to_xp(xp, np.array([0, 2])), -1), {"weight": w0, "label_smoothing": 0.5}
+    yield (
+        "zero-weights-smoothed",
+        (x, to_xp(xp, np.array([0, 2])), -1),
+        {"weight": w0, "label_smoothing": 0.5},
+    )
     empty = xp.zeros((0, 3), dtype=xp.float64)
     yield "empty-index", (empty, xp.zeros((0,), dtype=xp.int64), -1), {}
-    yield "empty-index-weighted", (empty, xp.zeros((0,), dtype=xp.int64), -1), {"weight": to_xp(xp, [1.0, 2.0, 3.0])}
+    yield (
+        "empty-index-weighted",
+        (empty, xp.zeros((0,), dtype=xp.int64), -1),
+        {"weight": to_xp(xp, [1.0, 2.0, 3.0])},
+    )
     yield "empty-prob", (empty, xp.zeros((0, 3), dtype=xp.float64), -1), {}
-    yield "empty-3d-middle", (xp.zeros((2, 3, 0), dtype=xp.float64), xp.zeros((2, 0), dtype=xp.int64), 1), {}
+    yield (
+        "empty-3d-middle",
+        (xp.zeros((2, 3, 0), dtype=xp.float64), xp.zeros((2, 0), dtype=xp.int64), 1),
+        {},
+    )
 
 
 @pytest.mark.parametrize(
     "name", ["all-ignored", "all-ignored-smoothed", "all-ignored-weighted", "zero-weights",
-             "zero-weights-smoothed", "empty-index", "empty-index-weighted", "empty-prob", "empty-3d-middle"]
+             "zero-weights-smoothed", "empty-index", "empty-index-weighted", "empty-prob",
+             "empty-3d-middle"]
 )  # fmt: skip
 def test_mean_of_nothing_is_zero_with_zero_gradient(xp, name):
     (logits, target, axis), kwargs = dict((n, (a, k)) for n, a, k in _zero_mean_cases(xp))[name]
@@ -104,7 +143,12 @@ def test_mean_of_nothing_is_zero_with_zero_gradient(xp, name):
     assert_close(grad2, np.zeros(tuple(logits.shape)), xp=xp, dtype=xp.float64)
     if "label_smoothing" not in kwargs:  # smoothing terms of other classes still add up in "sum"
         # "sum" of nothing is 0 as well (torch agrees there)
-        assert_close(cross_entropy(logits, target, axis, reduction="sum", **kwargs), 0.0, xp=xp, dtype=xp.float64)
+        assert_close(
+            cross_entropy(logits, target, axis, reduction="sum", **kwargs),
+            0.0,
+            xp=xp,
+            dtype=xp.float64,
+        )
 
 
 def test_torch_gives_nan_where_we_give_zero():
@@ -122,7 +166,9 @@ def test_zero_probability_at_minus_inf_contributes_zero(xp, reduction):
     per_sample = np.array([-(0.5 * logp0[0] + 0.5 * logp0[1]), 0.0])
     expected = {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.mean()}[reduction]
     x, t = to_xp(xp, logits), to_xp(xp, target)
-    assert_close(cross_entropy(x, t, reduction=reduction), expected, xp=xp, dtype=xp.float64, rtol=1e-14)
+    assert_close(
+        cross_entropy(x, t, reduction=reduction), expected, xp=xp, dtype=xp.float64, rtol=1e-14
+    )
     grad = to_numpy(cross_entropy_grad(x, t, reduction=reduction))
     s0 = np.exp(logp0)
     expected_grad = np.array([[s0[0] - 0.5, 0.0, s0[1] - 0.5], [0.0, 0.0, 0.0]])
@@ -136,7 +182,9 @@ def test_index_target_with_minus_inf_elsewhere_is_finite(xp):
     target = np.array([2, 0])
     x, t = to_xp(xp, logits), to_xp(xp, target)
     expected = np.array([np.logaddexp(0.0, 1.0) - 1.0, 0.0])
-    assert_close(cross_entropy(x, t, reduction="none"), expected, xp=xp, dtype=xp.float64, rtol=1e-14)
+    assert_close(
+        cross_entropy(x, t, reduction="none"), expected, xp=xp, dtype=xp.float64, rtol=1e-14
+    )
     grad = to_numpy(cross_entropy_grad(x, t, reduction="none"))
     assert not np.isnan(grad).any()
     np.testing.assert_allclose(grad[1], [0.0, 0.0, 0.0], atol=1e-16)
@@ -150,7 +198,8 @@ def test_ignore_index_with_probability_targets_raises(xp):
             f(x, t, ignore_index=-1)
 
 
-# --------------------------------------------------------------------------- SPEC §4 errors
+# ---------------------------------------------------------------------------------- SPEC §4 errors
+
 
 @pytest.mark.parametrize(
     ("logits_shape", "axis", "target_shape", "target_kind"),
@@ -238,7 +287,9 @@ def test_out_of_range_with_uint8_raises_on_eager(xp, library):
 def test_non_floating_logits_raise_type_error(xp, dtype):
     x = xp.asarray(np.array([[1, 0, 1]]).astype(dtype), dtype=getattr(xp, dtype))
     t = to_xp(xp, np.array([0]))
-    kind = {"int64": "integer", "int32": "integer", "bool": "boolean", "complex128": "complex"}[dtype]
+    kind = {"int64": "integer", "int32": "integer", "bool": "boolean", "complex128": "complex"}[
+        dtype
+    ]
     for f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad):
         with pytest.raises(TypeError, match=kind):
             f(x, t)
@@ -271,7 +322,8 @@ def test_mixing_numpy_logits_torch_target_raises():
         cross_entropy_grad(torch.tensor([[1.0, 2.0, 3.0]]), np.array([0]))
 
 
-# --------------------------------------------------------------------------- dtype / namespace / shape
+# ----------------------------------------------------------------------- dtype / namespace / shape
+
 
 @pytest.mark.parametrize("form", ["index", "prob"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -282,7 +334,13 @@ def test_float32_stays_float32(xp, form, reduction):
     x = xp.asarray(logits, dtype=xp.float32)
     t = to_xp(xp, target, None if form == "index" else xp.float32)
     w = xp.asarray(np.linspace(0.5, 1.5, 5), dtype=xp.float32)
-    expected, expected_grad = torch_reference(logits.astype(np.float64), np.asarray(to_numpy(t)), -1, reduction=reduction, weight=np.linspace(0.5, 1.5, 5).astype(np.float32).astype(np.float64))
+    expected, expected_grad = torch_reference(
+        logits.astype(np.float64),
+        np.asarray(to_numpy(t)),
+        -1,
+        reduction=reduction,
+        weight=np.linspace(0.5, 1.5, 5).astype(np.float32).astype(np.float64),
+    )
     shape = (4,) if reduction == "none" else ()
     loss = cross_entropy(x, t, reduction=reduction, weight=w)
     assert_namespace_dtype(loss, xp, xp.float32, shape)
@@ -292,7 +350,10 @@ def test_float32_stays_float32(xp, form, reduction):
 
 
 HALF = [
-    ("float16", ("numpy", "torch", "torch_cuda", "jax", "jax_jit", "dask", "dask_distributed", "cupy")),
+    (
+        "float16",
+        ("numpy", "torch", "torch_cuda", "jax", "jax_jit", "dask", "dask_distributed", "cupy"),
+    ),
     ("bfloat16", ("torch", "torch_cuda", "jax", "jax_jit")),
 ]
 
@@ -331,7 +392,14 @@ def test_output_shapes_and_namespace(xp, reduction):
     t = xp.zeros((2, 3), dtype=xp.int64)
     loss = cross_entropy(x, t, 1, reduction=reduction)
     assert_namespace_dtype(loss, xp, xp.float64, (2, 3) if reduction == "none" else ())
-    assert_close(loss, np.full((2, 3), math.log(5)) if reduction == "none" else math.log(5) * (6 if reduction == "sum" else 1), xp=xp, rtol=1e-14)
+    assert_close(
+        loss,
+        np.full((2, 3), math.log(5))
+        if reduction == "none"
+        else math.log(5) * (6 if reduction == "sum" else 1),
+        xp=xp,
+        rtol=1e-14,
+    )
     grad = cross_entropy_grad(x, t, 1, reduction=reduction)
     assert_namespace_dtype(grad, xp, xp.float64, (2, 5, 3))
 
@@ -355,7 +423,8 @@ def test_dask_stays_lazy(xp, library):
     np.testing.assert_allclose(grad.compute(), expected_grad, rtol=1e-12, atol=1e-15)
 
 
-# --------------------------------------------------------------------------- one_hot
+# ----------------------------------------------------------------------------------------- one_hot
+
 
 def expected_default_float(xp, library):
     if library in ("torch", "torch_cuda"):
@@ -429,4 +498,8 @@ def test_one_hot_targets_equal_probability_targets(xp):
     a = to_numpy(cross_entropy_grad(x, y, reduction="sum"))
     b = to_numpy(cross_entropy_grad(x, q, reduction="sum"))
     np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(to_numpy(cross_entropy(x, y, reduction="none")), to_numpy(cross_entropy(x, q, reduction="none")), rtol=1e-13)
+    np.testing.assert_allclose(
+        to_numpy(cross_entropy(x, y, reduction="none")),
+        to_numpy(cross_entropy(x, q, reduction="none")),
+        rtol=1e-13,
+    )

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from portable_softmax import log_softmax, logsumexp, softmax
 from backends import selected
+from portable_softmax import log_softmax, logsumexp, softmax
 from support import to_numpy
 
 EPS = float(np.finfo(np.float64).eps)

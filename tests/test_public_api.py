@@ -45,7 +45,15 @@ def test_version_matches_metadata():
 
 def test_signatures_of_spec():
     sig = inspect.signature(ps.cross_entropy)
-    assert list(sig.parameters) == ["logits", "target", "axis", "reduction", "weight", "ignore_index", "label_smoothing"]
+    assert list(sig.parameters) == [
+        "logits",
+        "target",
+        "axis",
+        "reduction",
+        "weight",
+        "ignore_index",
+        "label_smoothing",
+    ]
     assert sig.parameters["logits"].kind is inspect.Parameter.POSITIONAL_ONLY
     assert sig.parameters["reduction"].kind is inspect.Parameter.KEYWORD_ONLY
     assert sig.parameters["reduction"].default == "mean"

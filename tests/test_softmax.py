@@ -18,8 +18,8 @@ from array_api_compat import device as xp_device
 from array_api_extra.testing import lazy_xp_function
 
 import portable_softmax as ps
-from portable_softmax import log_softmax, logsumexp, softmax
 from backends import REGISTRY
+from portable_softmax import log_softmax, logsumexp, softmax
 from support import assert_close, assert_namespace_dtype, to_numpy
 
 for _f in (softmax, log_softmax, logsumexp):
@@ -31,7 +31,7 @@ EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-# --------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------------------- helpers
 
 
 def get_dtype(xp, library, name):
@@ -116,7 +116,7 @@ def assert_within(actual, desired, tol, what=""):
         raise AssertionError(msg)
 
 
-# ----------------------------------------------------------- SPEC §3: special values
+# ------------------------------------------------------------------------- SPEC §3: special values
 
 # (row, softmax, log_softmax, logsumexp) for rows of length 4.
 _L3 = math.log(1 / 3)
@@ -130,7 +130,12 @@ SPECIAL_ROWS = {
     "three_posinf": ([INF, 1.0, INF, INF], [1 / 3, 0, 1 / 3, 1 / 3], [_L3, -INF, _L3, _L3], INF),
     "all_posinf": ([INF] * 4, [0.25] * 4, [math.log(0.25)] * 4, INF),
     "all_neginf": ([-INF] * 4, [0.0] * 4, [-INF] * 4, -INF),
-    "some_neginf": ([-INF, 0.0, 0.0, -INF], [0, 0.5, 0.5, 0], [-INF, -math.log(2), -math.log(2), -INF], math.log(2)),
+    "some_neginf": (
+        [-INF, 0.0, 0.0, -INF],
+        [0, 0.5, 0.5, 0],
+        [-INF, -math.log(2), -math.log(2), -INF],
+        math.log(2),
+    ),
 }
 ORDINARY_ROW = [0.5, -1.0, 2.0, 0.0]
 
@@ -144,7 +149,11 @@ def _check_special(xp, x, exp_s, exp_ls, exp_lse, *, axis, rtol):
     s = softmax(x, axis=axis)
     ls = log_softmax(x, axis=axis)
     lse = logsumexp(x, axis=axis)
-    for name, got, want in (("softmax", s, exp_s), ("log_softmax", ls, exp_ls), ("logsumexp", lse, exp_lse)):
+    for name, got, want in (
+        ("softmax", s, exp_s),
+        ("log_softmax", ls, exp_ls),
+        ("logsumexp", lse, exp_lse),
+    ):
         try:
             assert_close(got, want, xp=xp, dtype=x.dtype, rtol=rtol, atol=0)
         except AssertionError as exc:
@@ -171,7 +180,11 @@ def test_special_values_single_row(xp, library, dtype_name, native):
 @pytest.mark.parametrize("axis", [-1, 0], ids=["last_axis", "first_axis"])
 def test_special_values_all_rows_together(xp, library, dtype_name, axis, native):
     """Every special row stacked with ordinary rows: each row keeps its own answer."""
-    cases = [_ordinary_expected(), *(SPECIAL_ROWS[k] for k in sorted(SPECIAL_ROWS)), _ordinary_expected()]
+    cases = [
+        _ordinary_expected(),
+        *(SPECIAL_ROWS[k] for k in sorted(SPECIAL_ROWS)),
+        _ordinary_expected(),
+    ]
     x = np.array([c[0] for c in cases], dtype=np.float64)
     es = np.array([c[1] for c in cases], dtype=np.float64)
     els = np.array([c[2] for c in cases], dtype=np.float64)
@@ -210,14 +223,16 @@ def test_special_values_empty_other_axis(xp):
     assert_close(logsumexp(x, axis=0), [-INF] * 3, xp=xp, dtype=xp.float32)
 
 
-# ----------------------------------------------------------------------- where
+# ------------------------------------------------------------------------------------------- where
 
 
 def test_where_fully_masked_rows(xp, native):
     x = arr(xp, [[1.0, 2.0, 3.0], [NAN, INF, -INF], [0.0, 0.0, 0.0]])
     where = xp.asarray([[False], [False], [True]])
     with ps.native_kernels(native):
-        assert_close(softmax(x, where=where), [[0, 0, 0], [0, 0, 0], [1 / 3] * 3], xp=xp, rtol=1e-15)
+        assert_close(
+            softmax(x, where=where), [[0, 0, 0], [0, 0, 0], [1 / 3] * 3], xp=xp, rtol=1e-15
+        )
         assert_close(
             log_softmax(x, where=where),
             [[-INF] * 3, [-INF] * 3, [-math.log(3)] * 3],
@@ -253,7 +268,9 @@ def test_where_broadcasts_and_matches_subset(xp):
     exp_ls[:, mask] = scipy.special.log_softmax(sub, axis=-1)
     assert_close(softmax(x, where=where), exp_s, xp=xp, rtol=1e-13)
     assert_close(log_softmax(x, where=where), exp_ls, xp=xp, rtol=1e-13)
-    assert_close(logsumexp(x, where=where), scipy.special.logsumexp(sub, axis=-1), xp=xp, rtol=1e-13)
+    assert_close(
+        logsumexp(x, where=where), scipy.special.logsumexp(sub, axis=-1), xp=xp, rtol=1e-13
+    )
     # along axis 0 with a column mask of shape (3, 1)
     col = np.array([[True], [False], [True]])
     exp0 = np.zeros_like(xn)
@@ -290,7 +307,7 @@ def test_where_not_broadcastable(xp):
             f(x, where=bad)
 
 
-# ------------------------------------------------------------- axes and keepdims
+# ------------------------------------------------------------------------------- axes and keepdims
 
 
 @pytest.mark.parametrize(
@@ -320,11 +337,20 @@ def test_axes_against_scipy(xp, shape, axis, native):
     assert_close(s, scipy.special.softmax(xn, axis=axis), xp=xp, dtype=xp.float64, rtol=1e-13)
     # SciPy's log_softmax is itself off by an ulp of the O(1) terms near 0
     assert_close(
-        ls, scipy.special.log_softmax(xn, axis=axis), xp=xp, dtype=xp.float64, rtol=1e-13, atol=4 * EPS64
+        ls,
+        scipy.special.log_softmax(xn, axis=axis),
+        xp=xp,
+        dtype=xp.float64,
+        rtol=1e-13,
+        atol=4 * EPS64,
     )
     assert_close(lse, scipy.special.logsumexp(xn, axis=axis), xp=xp, dtype=xp.float64, rtol=1e-13)
     assert_close(
-        lsek, scipy.special.logsumexp(xn, axis=axis, keepdims=True), xp=xp, dtype=xp.float64, rtol=1e-13
+        lsek,
+        scipy.special.logsumexp(xn, axis=axis, keepdims=True),
+        xp=xp,
+        dtype=xp.float64,
+        rtol=1e-13,
     )
     # a tuple of axes normalises jointly: the probabilities over them sum to 1
     axes = axis if isinstance(axis, tuple) else (axis,)
@@ -339,7 +365,7 @@ def test_axis_out_of_bounds(xp, bad_axis):
             f(x, axis=bad_axis)
 
 
-# ------------------------------------------------------------------ logsumexp b
+# ------------------------------------------------------------------------------------- logsumexp b
 
 
 def _b_cases():
@@ -417,7 +443,9 @@ def test_logsumexp_b_with_where(xp):
 def test_logsumexp_return_sign_without_b(xp):
     x = arr(xp, [[1.0, 2.0], [-INF, -INF], [NAN, 1.0], [INF, 0.0]])
     value, sign = logsumexp(x, return_sign=True)
-    assert_close(value, [math.log(math.e + math.e**2), -INF, NAN, INF], xp=xp, dtype=xp.float64, rtol=1e-14)
+    assert_close(
+        value, [math.log(math.e + math.e**2), -INF, NAN, INF], xp=xp, dtype=xp.float64, rtol=1e-14
+    )
     assert_close(sign, [1.0, 0.0, NAN, 1.0], xp=xp, dtype=xp.float64)
     value_k, sign_k = logsumexp(x, return_sign=True, keepdims=True)
     assert_namespace_dtype(value_k, xp, xp.float64, (4, 1))
@@ -432,10 +460,12 @@ def test_logsumexp_b_dtype(xp, library, dtype_name):
     assert_close(out, scipy.special.logsumexp([1.0, 2.0, 3.0]), xp=xp, dtype=dt, rtol=1e-6)
     # integer weights keep x's dtype
     out = logsumexp(x, b=xp.asarray([1, 2, 0]))
-    assert_close(out, scipy.special.logsumexp([1.0, 2.0, 3.0], b=[1, 2, 0]), xp=xp, dtype=dt, rtol=1e-6)
+    assert_close(
+        out, scipy.special.logsumexp([1.0, 2.0, 3.0], b=[1, 2, 0]), xp=xp, dtype=dt, rtol=1e-6
+    )
 
 
-# ---------------------------------------------------------------------- §1 errors
+# --------------------------------------------------------------------------------------- §1 errors
 
 
 @pytest.mark.parametrize("kind", ["int64", "int32", "uint8", "bool", "complex128"])
@@ -533,7 +563,7 @@ def test_mixing_libraries_raises_type_error(lib_x, lib_other):
         logsumexp(x, b=b)
 
 
-# --------------------------------------------------- namespace, dtype, shape, device
+# ----------------------------------------------------------------- namespace, dtype, shape, device
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16", "float32", "float64"])
@@ -563,8 +593,14 @@ def test_output_namespace_dtype_shape_device(xp, library, dtype_name, shape):
 
 def test_results_stay_lazy_on_dask(xp, library):
     x = arr(xp, np.random.default_rng(6).standard_normal((4, 5)))
-    outs = [softmax(x), log_softmax(x), logsumexp(x), *logsumexp(x, b=arr(xp, np.ones(5)), return_sign=True),
-            softmax(x, where=xp.asarray(np.arange(5) > 1)), softmax(x, axis=(0, 1))]
+    outs = [
+        softmax(x),
+        log_softmax(x),
+        logsumexp(x),
+        *logsumexp(x, b=arr(xp, np.ones(5)), return_sign=True),
+        softmax(x, where=xp.asarray(np.arange(5) > 1)),
+        softmax(x, axis=(0, 1)),
+    ]
     if library.startswith("dask"):
         import dask.array as da
 
@@ -578,7 +614,7 @@ def test_results_stay_lazy_on_dask(xp, library):
     assert_close(outs[0], scipy.special.softmax(host(x), axis=-1), xp=xp, rtol=1e-13)
 
 
-# ------------------------------------------------------------------------ stability
+# --------------------------------------------------------------------------------------- stability
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16", "float32", "float64"])
@@ -628,11 +664,15 @@ def test_stability_finfo_max_rows(xp, library, dtype_name, native):
         s, ls, lse = host(softmax(x)), host(log_softmax(x)), host(logsumexp(x))
         rs, rls, rlse = _reference_in(xh)
     assert not np.isnan(s).any() and not np.isnan(ls).any() and not np.isnan(lse).any()
-    np.testing.assert_allclose(s, rs, rtol=1e-2 if dtype_name in ("float16", "bfloat16") else 1e-6, atol=0)
+    np.testing.assert_allclose(
+        s, rs, rtol=1e-2 if dtype_name in ("float16", "bfloat16") else 1e-6, atol=0
+    )
     np.testing.assert_allclose(s.sum(axis=-1), 1.0, rtol=1e-2)
     # the maximum is returned finite: lse = max + log(k) rounds back to max
     assert np.all(np.isfinite(lse)), lse
-    np.testing.assert_allclose(lse, rlse, rtol=1e-2 if dtype_name in ("float16", "bfloat16") else 1e-6)
+    np.testing.assert_allclose(
+        lse, rlse, rtol=1e-2 if dtype_name in ("float16", "bfloat16") else 1e-6
+    )
     # log_softmax: 0 or log(1/k) at the maxima, never NaN, never +inf
     assert np.all(ls <= 0.0)
     top = xh == xh.max(axis=-1, keepdims=True)
@@ -711,7 +751,7 @@ def test_half_precision_computed_in_float32(xp, library, dtype_name):
     np.testing.assert_allclose(s.sum(axis=-1), 1.0, rtol=4e-3 if dtype_name == "float16" else 2e-2)
 
 
-# ------------------------------------------------------------------ accuracy (mpmath)
+# ------------------------------------------------------------------------------- accuracy (mpmath)
 
 
 @pytest.mark.parametrize("n", [3, 50, 500])
@@ -748,7 +788,12 @@ def test_accuracy_float32(xp, n, native):
     sel = rs > 1e-30
     tol = (2e-6 + shift * 2.0**-24) * rs
     assert_within(s[sel], rs[sel], tol[sel], "softmax")
-    assert_within(ls[sel], rls[sel], 2e-6 * np.abs(rls[sel]) + 4 * EPS32 + shift[sel] * 2.0**-24, "log_softmax")
+    assert_within(
+        ls[sel],
+        rls[sel],
+        2e-6 * np.abs(rls[sel]) + 4 * EPS32 + shift[sel] * 2.0**-24,
+        "log_softmax",
+    )
     assert_within(lse, rlse, 2 * EPS32 * np.abs(rlse) + 2e-6, "logsumexp")
 
 
@@ -782,7 +827,9 @@ def test_naive_log_softmax_would_fail_the_large_offset_test(npdt):
     """The tolerance above has teeth: the naive x - logsumexp(x) misses it."""
     xn = _large_offset_rows().astype(npdt)
     _, rls, _ = mp_reference_rows(xn.astype(np.float64))
-    naive = (xn - scipy.special.logsumexp(xn, axis=-1, keepdims=True).astype(npdt)).astype(np.float64)
+    naive = (xn - scipy.special.logsumexp(xn, axis=-1, keepdims=True).astype(npdt)).astype(
+        np.float64
+    )
     with pytest.raises(AssertionError):
         assert_within(naive, rls, _log_softmax_tol(rls, float(np.finfo(npdt).eps)), "naive")
 
@@ -812,11 +859,13 @@ def test_logsumexp_tiny_result_with_ties_and_keepdims(xp):
     assert_within(out[:, 0], rlse, 4 * EPS64 * np.abs(rlse), "logsumexp")
 
 
-# ------------------------------------------------------- native and generic agree
+# ------------------------------------------------------------------------ native and generic agree
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
-@pytest.mark.parametrize(("shape", "axis"), [((5, 33), -1), ((4, 6, 5), 1), ((300, 1000), -1), ((3, 4, 5), (0, 2))])
+@pytest.mark.parametrize(
+    ("shape", "axis"), [((5, 33), -1), ((4, 6, 5), 1), ((300, 1000), -1), ((3, 4, 5), (0, 2))]
+)
 def test_native_and_generic_paths_agree(xp, library, dtype_name, shape, axis):
     if not REGISTRY[library].native:
         pytest.skip("no native fast path")
@@ -832,7 +881,7 @@ def test_native_and_generic_paths_agree(xp, library, dtype_name, shape, axis):
         np.testing.assert_allclose(a, b, rtol=64 * eps, atol=64 * eps * 10, err_msg=f.__name__)
 
 
-# ----------------------------------------------------------------------- autodiff
+# ---------------------------------------------------------------------------------------- autodiff
 # Closed forms: d/dx sum(softmax(x) * v) = s * (v - sum(s v));
 # d/dx sum(log_softmax(x) * v) = v - s * sum(v); d/dx sum(w * logsumexp(x)) = w * s.
 
@@ -865,7 +914,10 @@ def _torch_grads(xn, native, where=None):
     out = []
     for f, wrap in (
         (softmax, lambda y: (y * torch.asarray(GRAD_V)).sum()),
-        (log_softmax, lambda y: (torch.where(torch.isinf(y), 0.0, y) * torch.asarray(GRAD_V)).sum()),
+        (
+            log_softmax,
+            lambda y: (torch.where(torch.isinf(y), 0.0, y) * torch.asarray(GRAD_V)).sum(),
+        ),
         (logsumexp, lambda y: (y * torch.asarray(GRAD_W)).sum()),
     ):
         x = torch.asarray(xn, dtype=torch.float64).requires_grad_(True)
@@ -940,7 +992,11 @@ def test_torch_autograd_masked_rows():
     mask = np.array([[False, True, False, True], [False, False, False, False]])
     g_s, g_ls, g_lse = _torch_grads(xn, True, where=mask)
     want_s, want_ls, want_lse = _closed_form_grads(np.where(mask, xn, 0.0), mask)
-    for name, g, w in (("softmax", g_s, want_s), ("log_softmax", g_ls, want_ls), ("logsumexp", g_lse, want_lse)):
+    for name, g, w in (
+        ("softmax", g_s, want_s),
+        ("log_softmax", g_ls, want_ls),
+        ("logsumexp", g_lse, want_lse),
+    ):
         assert not np.isnan(g).any(), f"{name} gradient has NaN: {g}"
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15, err_msg=name)
 
@@ -988,7 +1044,11 @@ def test_jax_grad_masked_rows():
     mask = np.array([[False, True, False, True], [False, False, False, False]])
     g_s, g_ls, g_lse = _jax_grads(xn, where=mask)
     want_s, want_ls, want_lse = _closed_form_grads(np.where(mask, xn, 0.0), mask)
-    for name, g, w in (("softmax", g_s, want_s), ("log_softmax", g_ls, want_ls), ("logsumexp", g_lse, want_lse)):
+    for name, g, w in (
+        ("softmax", g_s, want_s),
+        ("log_softmax", g_ls, want_ls),
+        ("logsumexp", g_lse, want_lse),
+    ):
         assert not np.isnan(g).any(), f"{name} gradient has NaN: {g}"
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15, err_msg=name)
 
@@ -998,19 +1058,34 @@ def test_jax_vmap_and_grad_of_vmap():
     jnp = jax.numpy
     xn = np.array(GRAD_POINTS["random"] + GRAD_POINTS["ties_partial"])
     x = jnp.asarray(xn)
-    np.testing.assert_allclose(np.asarray(jax.vmap(softmax)(x)), scipy.special.softmax(xn, axis=-1), rtol=1e-14)
-    np.testing.assert_allclose(np.asarray(jax.jit(jax.vmap(log_softmax))(x)), scipy.special.log_softmax(xn, axis=-1), rtol=1e-13, atol=4 * EPS64)
-    np.testing.assert_allclose(np.asarray(jax.vmap(logsumexp)(x)), scipy.special.logsumexp(xn, axis=-1), rtol=1e-14)
+    np.testing.assert_allclose(
+        np.asarray(jax.vmap(softmax)(x)), scipy.special.softmax(xn, axis=-1), rtol=1e-14
+    )
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(jax.vmap(log_softmax))(x)),
+        scipy.special.log_softmax(xn, axis=-1),
+        rtol=1e-13,
+        atol=4 * EPS64,
+    )
+    np.testing.assert_allclose(
+        np.asarray(jax.vmap(logsumexp)(x)), scipy.special.logsumexp(xn, axis=-1), rtol=1e-14
+    )
     # vmap over the rows of the per-row gradient of logsumexp is softmax
     g = jax.jit(jax.vmap(jax.grad(logsumexp)))(x)
-    np.testing.assert_allclose(np.asarray(g), scipy.special.softmax(xn, axis=-1), rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(
+        np.asarray(g), scipy.special.softmax(xn, axis=-1), rtol=1e-13, atol=1e-16
+    )
     # vmap with in_axes=1 normalises along the other axis
     np.testing.assert_allclose(
-        np.asarray(jax.vmap(softmax, in_axes=1, out_axes=1)(x)), scipy.special.softmax(xn, axis=0), rtol=1e-14
+        np.asarray(jax.vmap(softmax, in_axes=1, out_axes=1)(x)),
+        scipy.special.softmax(xn, axis=0),
+        rtol=1e-14,
     )
     # VJP of softmax is s * (v - sum(s v)) on every vmapped row
     v = jnp.asarray(np.tile(GRAD_V, (2, 1)))
     vjp = jax.vmap(lambda r, vr: jax.vjp(softmax, r)[1](vr)[0])(x, v)
     s = scipy.special.softmax(xn, axis=-1)
     vn = np.asarray(v)
-    np.testing.assert_allclose(np.asarray(vjp), s * (vn - (s * vn).sum(-1, keepdims=True)), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        np.asarray(vjp), s * (vn - (s * vn).sum(-1, keepdims=True)), rtol=1e-12, atol=1e-15
+    )
