@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
@@ -71,10 +72,10 @@ class DaskBackend(Backend):
 
 
 def _takes(x: Array, axes: tuple[int, ...]) -> bool:
-    """A Dask array whose reduced axes have known chunk sizes."""
+    """A Dask array whose reduced axes have known, non-zero chunk sizes."""
     if not isinstance(x, da.Array):
         return False
-    return not any(math.isnan(c) for ax in axes for c in x.chunks[ax])
+    return not any(math.isnan(c) or c == 0 for ax in axes for c in x.chunks[ax])
 
 
 # --- per-block statistics ---------------------------------------------------
@@ -93,70 +94,93 @@ def _shifted(x: np.ndarray, m: np.ndarray) -> np.ndarray:
     return out
 
 
-def _max_and_rest(x: np.ndarray, ax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(m, shifted, exp_rest)`` along ``ax``: the block maximum, ``x - m0``, and
-    ``exp`` of that with one maximal entry per row set to 0.
+# Rows of a block are reduced a tile at a time, in one reused buffer that
+# stays in cache: a fresh block-sized temporary per operation costs more than
+# the exp (page faults, memory traffic).
+_TILE_BYTES = 1 << 18
 
-    That entry's exact 1 is taken out of the sum; ties keep theirs, so the
-    sum is ``r = n_top - 1 + (the rest)``.
+# Per-tile fields beyond (m, r), from the tile's rows and its ``x - m0``.
+Extra = Callable[[slice, np.ndarray], Stats]
+
+
+def _as_rows(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """A 2-D view (or copy) of ``a`` with the ``axes`` last and flattened."""
+    last = tuple(range(a.ndim - len(axes), a.ndim))
+    a = np.moveaxis(a, axes, last)
+    return a.reshape(-1, math.prod(a.shape[a.ndim - len(axes) :]))
+
+
+def _row_stats(x: np.ndarray, axes: tuple[int, ...], extra: Extra | None = None) -> Stats:
+    """``m``, ``r`` and ``extra``'s fields of every row of a block (the reduced axes kept)."""
+    kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+    rows = _as_rows(x, axes)
+    n_rows, n_cols = rows.shape
+    step = max(1, _TILE_BYTES // max(1, n_cols * rows.itemsize))
+    buf = np.empty((min(step, n_rows), n_cols), dtype=rows.dtype)
+    out: Stats = {}
+    for lo in range(0, max(n_rows, 1), step):  # once for a block of no rows
+        part = slice(lo, lo + step)
+        tile = rows[part]
+        for name, value in _tile_stats(tile, buf[: tile.shape[0]], part, extra).items():
+            if name not in out:
+                out[name] = np.empty((n_rows, 1), dtype=value.dtype)
+            out[name][part] = value
+    return {name: value.reshape(kept) for name, value in out.items()}
+
+
+def _tile_stats(tile: np.ndarray, b: np.ndarray, part: slice, extra: Extra | None) -> Stats:
+    """The fields of some rows; ``b`` is the buffer, ``part`` the rows' place in the block.
+
+    ``r = sum(exp(x - m0)) - 1`` leaves one maximal entry per row out of the
+    sum instead of subtracting its exact 1 afterwards (ties keep theirs:
+    ``r = n_top - 1 + the rest``), so a small ``r`` keeps its digits.  A row
+    of ``-inf`` gets ``m = -inf`` and ``r = -1`` (an empty sum).
     """
-    top = np.argmax(x, axis=ax, keepdims=True)
-    m = np.take_along_axis(x, top, axis=ax)
-    shifted = _shifted(x, m)
-    e = np.exp(shifted)
-    np.put_along_axis(e, top, 0.0, axis=ax)
-    return m, shifted, e
-
-
-def _rest(m: np.ndarray, e: np.ndarray, ax: int) -> np.ndarray:
-    """``r = sum(exp(x - m0)) - 1`` per row: -1 for a row of ``-inf`` (an empty sum)."""
-    rest = np.sum(e, axis=ax, keepdims=True)
-    return np.where(m == -math.inf, -1.0, rest).astype(e.dtype, copy=False)
+    top = np.argmax(tile, axis=1)[:, None]  # NaN counts as the maximum: it propagates
+    m = np.take_along_axis(tile, top, axis=1)
+    np.subtract(tile, np.where(m == -math.inf, 0.0, m), out=b)
+    if np.any(m == math.inf):  # the +inf entries share the mass; the others get -inf
+        np.copyto(b, 0.0, where=tile == math.inf)
+    fields = {"m": m}
+    if extra is not None:
+        fields.update(extra(part, b))
+    np.exp(b, out=b)
+    np.put_along_axis(b, top, 0.0, axis=1)
+    rest = np.sum(b, axis=1, keepdims=True)
+    fields["r"] = np.where(m == -math.inf, -1.0, rest).astype(b.dtype, copy=False)
+    return fields
 
 
 @xp_quiet
 def _lse_block(x: np.ndarray, axis: tuple[int, ...], keepdims: bool = True) -> Stats:
-    kept = tuple(1 if i in axis else n for i, n in enumerate(x.shape))
-    if len(axis) > 1:  # the reduced axes as one, last
-        x = np.moveaxis(x, axis, tuple(range(-len(axis), 0)))
-        x = x.reshape(*x.shape[: -len(axis)], -1)
-    m, _, e = _max_and_rest(x, -1 if len(axis) > 1 else axis[0])
-    r = _rest(m, e, -1 if len(axis) > 1 else axis[0])
-    return {"m": m.reshape(kept), "r": r.reshape(kept)}
+    return _row_stats(x, axis)
 
 
-def _masked_dot(a: np.ndarray, shifted: np.ndarray, ax: int) -> np.ndarray:
-    """``sum(a_c * shifted_c)`` along ``ax``; a zero ``a_c`` hides a ``-inf`` there."""
-    if not np.any(a == 0):
-        return np.sum(a * shifted, axis=ax, keepdims=True)
-    return np.sum(np.where(a == 0, 0.0, a * shifted), axis=ax, keepdims=True)
+def _masked_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``sum(a * b)`` per row (``a`` broadcast to ``b``); a zero ``a`` hides a ``-inf`` ``b``."""
+    if a.ndim == 1 and a.all():  # class weights: a matrix-vector product
+        return (b @ a)[:, None]
+    return np.sum(np.where(a == 0, 0.0, a * b), axis=1, keepdims=True)
 
 
-def _class_shape(x: np.ndarray, axis: int) -> list[int]:
-    shape = [1] * x.ndim
-    shape[axis] = x.shape[axis]
-    return shape
+def _smoothing(b: np.ndarray, weight: Any, live: Any) -> Stats:
+    """``ts``, ``b`` (and ``n``, the live classes, under ``where``) of some rows.
 
-
-def _smoothing(stats: Stats, shifted: np.ndarray, weight: Any, live: Any, *, axis: int) -> None:
-    """``ts``, ``b`` (and ``n``, the live classes, under ``where``): the uniform target's part.
-
-    The smoothing spreads its mass evenly over the classes that take part;
-    ``b_c`` is the class weight there and 0 on classes masked by ``where``.
+    The uniform target's part: the smoothing spreads its mass evenly over the
+    classes that take part; its weights are the class weights there and 0 on
+    classes masked by ``where``.
     """
-    shape = _class_shape(shifted, axis)
-    w = np.ones(shape, shifted.dtype) if weight is None else np.reshape(weight, shape)
+    n_rows = b.shape[0]
     if live is None:
-        if weight is None:
-            stats["ts"] = np.sum(shifted, axis=axis, keepdims=True)
-        else:
-            stats["ts"] = _masked_dot(w, shifted, axis)
-        stats["b"] = np.broadcast_to(np.sum(w), stats["m"].shape).astype(shifted.dtype)
-        return
-    b = np.where(live, w, 0.0).astype(shifted.dtype, copy=False)
-    stats["ts"] = _masked_dot(b, shifted, axis)
-    stats["b"] = np.sum(b, axis=axis, keepdims=True)
-    stats["n"] = np.sum(live, axis=axis, keepdims=True, dtype=shifted.dtype)
+        ts = np.sum(b, axis=1, keepdims=True) if weight is None else _masked_dot(weight, b)
+        total = b.shape[1] if weight is None else np.sum(weight)
+        return {"ts": ts, "b": np.full((n_rows, 1), total, dtype=b.dtype)}
+    w = np.where(live, 1.0 if weight is None else weight, 0.0).astype(b.dtype, copy=False)
+    return {
+        "ts": _masked_dot(w, b),
+        "b": np.sum(w, axis=1, keepdims=True),
+        "n": np.sum(live, axis=1, keepdims=True, dtype=b.dtype),
+    }
 
 
 @xp_quiet
@@ -172,21 +196,22 @@ def _index_block(
     smooth: bool,
 ) -> Stats:
     """The statistics of one block of logits with class-index targets ``y``."""
-    m, shifted, e = _max_and_rest(x, axis)
-    stats = {"m": m, "r": _rest(m, e, axis)}
-    y, counted = np.expand_dims(y, axis), np.expand_dims(counted, axis)
+    y, counted = y.reshape(-1), counted.reshape(-1)  # the order of the rows
     lo, n = classes[0], classes.shape[0]
     inside = counted & (y >= lo) & (y < lo + n)
     local = np.where(inside, y - lo, 0)
-    w_y = inside.astype(x.dtype)
-    if weight is not None:
-        w_y = w_y * np.take(weight, local)
-    picked = np.take_along_axis(shifted, local, axis=axis)
-    stats["t"] = np.where(w_y == 0, 0.0, w_y * picked).astype(x.dtype, copy=False)
-    stats["a"] = w_y
-    if smooth:
-        _smoothing(stats, shifted, weight, live, axis=axis)
-    return stats
+    w_y = inside.astype(x.dtype) if weight is None else np.where(inside, weight[local], 0.0)
+    live_rows = None if live is None else _as_rows(live, (axis,))
+
+    def extra(part: slice, b: np.ndarray) -> Stats:
+        picked = b[np.arange(b.shape[0]), local[part]]
+        wy = w_y[part].astype(b.dtype, copy=False)
+        fields = {"t": np.where(wy == 0, 0.0, wy * picked)[:, None], "a": wy[:, None]}
+        if smooth:
+            fields.update(_smoothing(b, weight, None if live is None else live_rows[part]))
+        return fields
+
+    return _row_stats(x, (axis,), extra)
 
 
 @xp_quiet
@@ -201,15 +226,20 @@ def _probs_block(
     smooth: bool,
 ) -> Stats:
     """The statistics of one block of logits with probability targets."""
-    m, shifted, e = _max_and_rest(x, axis)
-    stats = {"m": m, "r": _rest(m, e, axis)}
-    if target:
-        a = probs if weight is None else probs * np.reshape(weight, _class_shape(x, axis))
-        stats["t"] = _masked_dot(a, shifted, axis)
-        stats["a"] = np.sum(a, axis=axis, keepdims=True)
-    if smooth:
-        _smoothing(stats, shifted, weight, live, axis=axis)
-    return stats
+    p_rows = _as_rows(probs, (axis,))
+    live_rows = None if live is None else _as_rows(live, (axis,))
+
+    def extra(part: slice, b: np.ndarray) -> Stats:
+        fields: Stats = {}
+        if target:
+            a = p_rows[part] if weight is None else p_rows[part] * weight
+            fields["t"] = _masked_dot(a, b)
+            fields["a"] = np.sum(a, axis=1, keepdims=True)
+        if smooth:
+            fields.update(_smoothing(b, weight, None if live is None else live_rows[part]))
+        return fields
+
+    return _row_stats(x, (axis,), extra)
 
 
 # --- the exact merge --------------------------------------------------------
@@ -461,6 +491,12 @@ def _mean_factor(p: CrossEntropyProblem, divisor: Any) -> Any:
         return 1.0 / divisor if divisor else 0.0
     empty = divisor == 0
     return da.where(empty, 0.0, 1.0 / da.where(empty, 1.0, divisor))
+
+
+def _class_shape(x: np.ndarray, axis: int) -> list[int]:
+    shape = [1] * x.ndim
+    shape[axis] = x.shape[axis]
+    return shape
 
 
 @xp_quiet
