@@ -40,6 +40,7 @@ __all__ = [
     "RowStats",
     "block_gradient",
     "block_stats",
+    "class_weights",
     "coefficients",
     "gradients",
     "logits",
@@ -99,12 +100,17 @@ def _pick(p: LinearProblem, z: Array, local: Array) -> Array:
     return xp.sum(xp.where(_columns(p, z.shape[1]) == local[:, None], z, 0.0), axis=1)
 
 
-def _class_weights(p: LinearProblem, c0: int, c1: int) -> Array | None:
+def class_weights(p: LinearProblem, c0: int, c1: int) -> Array | None:
+    """The class weights of classes ``[c0, c1)``, or None without weights."""
     return None if p.weight is None else p.weight[c0:c1]
 
 
-def block_stats(p: LinearProblem, z: Array, y_r: Array, c0: int) -> RowStats:
-    """The statistics of one block of logits ``z`` (classes from ``c0``), targets ``y_r``."""
+def block_stats(p: LinearProblem, z: Array, y_r: Array, c0: Any, w_c: Array | None) -> RowStats:
+    """The statistics of one block of logits ``z`` (classes from ``c0``), targets ``y_r``.
+
+    ``w_c`` holds the block's class weights (None without weights); ``c0``
+    may be traced (JAX's loops).
+    """
     xp = p.xp
     width = z.shape[1]
     m = xp.max(z, axis=1)
@@ -116,8 +122,7 @@ def block_stats(p: LinearProblem, z: Array, y_r: Array, c0: int) -> RowStats:
     zy = xp.where(inside, _pick(p, z, xp.where(inside, local, 0)), 0.0)
     zw = None
     if p.smoothing > 0:
-        w = _class_weights(p, c0, c0 + width)
-        zw = xp.sum(z, axis=1) if w is None else xp.matmul(z, w)
+        zw = xp.sum(z, axis=1) if w_c is None else xp.matmul(z, w_c)
     return RowStats(m, t, zy, zw)
 
 
@@ -135,9 +140,15 @@ def merge(a: RowStats, b: RowStats, xp: Any) -> RowStats:
 def _row_stats(p: LinearProblem, blocks: Blocks, x_r: Array, y_r: Array) -> RowStats:
     stats = None
     for c0, c1 in blocks.class_ranges(p.n_classes):
-        block = block_stats(p, logits(p, x_r, c0, c1), y_r, c0)
+        block = block_stats(p, logits(p, x_r, c0, c1), y_r, c0, class_weights(p, c0, c1))
         stats = block if stats is None else merge(stats, block, p.xp)
     return stats
+
+
+def _nan_where(cond: Array, values: Array, xp: Any) -> Array:
+    """NaN where ``cond`` holds, made as ``inf - inf`` there only (quiet for jax.debug_nans)."""
+    inf = xp.where(cond, math.inf, xp.zeros_like(values))
+    return values + (inf - inf)
 
 
 def _weight_sum(p: LinearProblem) -> Array | float:
@@ -156,7 +167,7 @@ def per_sample_losses(p: LinearProblem, stats: RowStats, r0: int, r1: int) -> Ar
     if p.z_loss > 0:
         loss = loss + p.z_loss * w_y * lse * lse
     loss = xp.where(p.counted[r0:r1], loss, 0.0)
-    return loss if p.checked else xp.where(p.invalid[r0:r1], math.nan, loss)
+    return loss if p.checked else _nan_where(p.invalid[r0:r1], loss, xp)
 
 
 def _mean_factor(p: LinearProblem) -> Array | float:
@@ -211,21 +222,30 @@ def coefficients(p: LinearProblem, lse: Array, f: Array | float, r0: int, r1: in
     if p.z_loss > 0:
         alpha = alpha + (2 * p.z_loss) * w_y * lse
     if not p.checked:
-        alpha = xp.where(p.invalid[r0:r1], math.nan, alpha)
+        alpha = _nan_where(p.invalid[r0:r1], alpha, xp)
     return Coefficients(alpha, beta, gamma)
 
 
 def block_gradient(
-    p: LinearProblem, z: Array, lse_r: Array, coef: Coefficients, y_r: Array, c0: int
+    p: LinearProblem,
+    z: Array,
+    lse_r: Array,
+    coef: Coefficients,
+    y_r: Array,
+    c0: Any,
+    w_c: Array | None,
 ) -> Array:
-    """The gradient of the objective with respect to the raw logits of one block."""
+    """The gradient of the objective with respect to the raw logits of one block.
+
+    Arguments as in :func:`block_stats`, with the samples' ``logsumexp`` and
+    :func:`coefficients`.
+    """
     xp = p.xp
     hit = _columns(p, z.shape[1]) == (y_r - c0)[:, None]
     g = xp.exp(z - lse_r[:, None]) * coef.alpha[:, None]
     g = g - xp.where(hit, coef.beta[:, None], 0.0)
     if coef.gamma is not None:
-        w = _class_weights(p, c0, c0 + z.shape[1])
-        g = g - (coef.gamma[:, None] if w is None else coef.gamma[:, None] * w)
+        g = g - (coef.gamma[:, None] if w_c is None else coef.gamma[:, None] * w_c)
     if p.softcap is not None:
         g = g * (1.0 - (z / p.softcap) ** 2)
     return g
@@ -299,13 +319,17 @@ def loss_and_grad(
     for r0, r1 in blocks.row_ranges(p.n_samples):
         x_r, y_r = p.compute(p.x[r0:r1, ...]), p.indices[r0:r1]
         z = logits(p, x_r, 0, p.n_classes) if single else None
-        stats = block_stats(p, z, y_r, 0) if single else _row_stats(p, blocks, x_r, y_r)
+        if single:
+            stats = block_stats(p, z, y_r, 0, p.weight)
+        else:
+            stats = _row_stats(p, blocks, x_r, y_r)
         lse_r = stats.lse(xp)
         if grads is not None:
             coef = coefficients(p, lse_r, f, r0, r1)
             for k, (c0, c1) in enumerate(classes):
                 z_k = z if single else logits(p, x_r, c0, c1)
-                grads.add(k, x_r, block_gradient(p, z_k, lse_r, coef, y_r, c0), c0, c1)
+                g = block_gradient(p, z_k, lse_r, coef, y_r, c0, class_weights(p, c0, c1))
+                grads.add(k, x_r, g, c0, c1)
             grads.end_rows()
         losses.append(per_sample_losses(p, stats, r0, r1))
         lses.append(lse_r)
@@ -326,7 +350,8 @@ def gradients(p: LinearProblem, lse: Array, f: Array | float) -> tuple[Array, Ar
         lse_r = lse[r0:r1]
         coef = coefficients(p, lse_r, f, r0, r1)
         for k, (c0, c1) in enumerate(p.blocks.class_ranges(p.n_classes)):
-            g = block_gradient(p, logits(p, x_r, c0, c1), lse_r, coef, y_r, c0)
+            z = logits(p, x_r, c0, c1)
+            g = block_gradient(p, z, lse_r, coef, y_r, c0, class_weights(p, c0, c1))
             grads.add(k, x_r, g, c0, c1)
         grads.end_rows()
     return grads.finish()

@@ -18,9 +18,11 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import portable_softmax._native._jax_linear as _jax_linear
 from portable_softmax._compat import Array
 from portable_softmax._generic import softmax as generic
-from portable_softmax._native._base import Backend
+from portable_softmax._linear_problem import LinearProblem
+from portable_softmax._native._base import Backend, LinearLossAndGrads
 from portable_softmax._native._rows import DOMINANT_LOG_PROB
 
 __all__ = ["JaxBackend"]
@@ -39,6 +41,9 @@ class JaxBackend(Backend):
 
     def logsumexp(self, x: Array, axes: tuple[int, ...]) -> Array | None:
         return _kernels().logsumexp(x, axes)
+
+    def linear_cross_entropy(self, p: LinearProblem, *, grad: bool) -> LinearLossAndGrads | None:
+        return _jax_linear.linear_cross_entropy(p, grad=grad)
 
 
 class _Kernels(NamedTuple):
