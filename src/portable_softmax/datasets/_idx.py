@@ -34,6 +34,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # Deflate expands at most about 1032-fold: a header declaring more data than
 # that is a truncated or hostile file, refused before anything is allocated.
 _MAX_DEFLATE_RATIO = 1032
+_BLOCK = 4 << 20
 # Bytes read past the declared data to report how many trailing bytes there are.
 _TRAILING_PROBE = 1 << 16
 
@@ -242,7 +243,8 @@ def _body(stream: BinaryIO, expected: int, label: str, need: str) -> np.ndarray:
     view = memoryview(body)
     got = 0
     while got < expected:
-        n = stream.readinto(view[got:])
+        # In blocks: a gzip stream's readinto reads into a temporary of the size asked.
+        n = stream.readinto(view[got : got + _BLOCK])
         if not n:
             raise ValueError(f"{label}: truncated: {need}, the file has {got}")
         got += n
