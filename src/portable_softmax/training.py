@@ -33,6 +33,7 @@ import numpy as np
 
 from portable_softmax._batches import Batches as _Batches
 from portable_softmax._compat import Array, is_dask_namespace, to_numpy, xp_device, xp_inputs
+from portable_softmax._steps import StepFunction, make_step
 from portable_softmax.checkpoint import (
     check_output_path,
     dtype_name,
@@ -273,7 +274,10 @@ def train(
         history = History()
         state = _State(0, model.parameters, optimizer.velocity, sampler)
     log = _LossLog(xp, history, _progress_bar(progress, steps, history.steps))
-    loop = _Run(model, optimizer, data, history, log, saver, evaluation, list(callbacks), state)
+    stepper = make_step(model, optimizer, data)
+    loop = _Run(
+        model, optimizer, data, history, log, saver, evaluation, list(callbacks), state, stepper
+    )
     return loop.until(steps)
 
 
@@ -582,6 +586,7 @@ class _Run:
     evaluation: _Evaluation | None
     callbacks: list[Callable[[Step], Any]]
     state: _State
+    stepper: StepFunction
 
     def until(self, last: int) -> History:
         """Run to step ``last``; save on the way out, on an interrupt the last whole step."""
@@ -606,9 +611,7 @@ class _Run:
     def step(self, step: int, last: int) -> bool:
         """One SGD step, committed, and what follows it; True when a callback stops the run."""
         rows, sampler = self.state.sampler.draw()
-        Xb, yb = self.data.batch(rows)
-        loss, grads = self.model.gradients(Xb, yb)
-        params, velocity = self.optimizer.update(self.state.params, grads, self.state.velocity)
+        loss, params, velocity = self.stepper(self.state.params, self.state.velocity, rows)
         self.log.add(step, loss)
         self.state = _State(step, self.data.keep(params), velocity, sampler)  # the commit
         self.publish()

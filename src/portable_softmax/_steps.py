@@ -1,0 +1,77 @@
+"""One SGD step as a function of the committed state: eager, or compiled once on JAX.
+
+``make_step(model, optimizer, data)`` returns ``step(params, velocity, rows)
+-> (loss, params, velocity)``, a pure function of the state the training
+loop commits (it changes neither the model nor the optimizer), so an
+interrupted step leaves nothing half done.  On JAX the whole step -- the
+gather of the batch, the forward pass, the closed-form gradients and the
+update -- is one ``jax.jit`` computation, compiled on the first step (and
+once more on the second with momentum, when the velocity appears); the
+optimizer's hyperparameters are read when it compiles.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from portable_softmax._compat import Array, is_jax_namespace
+from portable_softmax.model import SoftmaxRegression
+from portable_softmax.optim import SGD
+
+__all__ = ["StepFunction", "make_step"]
+
+StepFunction = Callable[[list[Array], list[Array] | None, np.ndarray], tuple[Array, list, Any]]
+
+
+class _Batches(Protocol):
+    xp: Any
+    X: Array
+    y: Array
+
+    def batch(self, rows: np.ndarray) -> tuple[Array, Array]: ...
+
+
+def make_step(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> StepFunction:
+    """The step function for ``model``'s library (see the module docstring)."""
+    if is_jax_namespace(data.xp):
+        return _jax_step(model, optimizer, data)
+
+    def step(params: list[Array], velocity: list[Array] | None, rows: np.ndarray) -> Any:
+        Xb, yb = data.batch(rows)
+        loss, grads = _gradients(model, params, Xb, yb)
+        new_params, new_velocity = optimizer.update(params, grads, velocity)
+        return loss, new_params, new_velocity
+
+    return step
+
+
+def _gradients(model: SoftmaxRegression, params: list[Array], X: Array, y: Array) -> Any:
+    """``model.gradients`` at ``params``, leaving ``model`` as it is."""
+    twin = copy.copy(model)
+    twin.parameters = params
+    return twin.gradients(X, y)
+
+
+def _jax_step(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> StepFunction:
+    import jax
+    import jax.numpy as jnp
+
+    def pure(params: list[Array], velocity: Any, X: Array, y: Array, rows: Array) -> Any:
+        Xb, yb = jnp.take(X, rows, axis=0), jnp.take(y, rows, axis=0)
+        loss, grads = _gradients(model, params, Xb, yb)
+        new_params, new_velocity = optimizer.update(params, grads, velocity)
+        return loss, new_params, new_velocity
+
+    # No donated buffers: the committed parameters are also the model's
+    # (and the checkpoint's, on an interrupt), and JAX's CPU backend ignores
+    # donation anyway.
+    compiled = jax.jit(pure)
+
+    def step(params: list[Array], velocity: Any, rows: np.ndarray) -> Any:
+        return compiled(params, velocity, data.X, data.y, jnp.asarray(rows))
+
+    return step

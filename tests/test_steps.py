@@ -1,0 +1,81 @@
+"""The training step as one compiled computation on JAX (SPEC §8), the same batches as NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import portable_softmax as ps
+from portable_softmax._steps import make_step
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+
+
+def _data(n=300, d=20, c=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (X[:, :c].argmax(axis=1) + (rng.random(n) < 0.1)) % c
+    return X, y
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_jax_training_matches_numpy(momentum):
+    X, y = _data()
+    opt = {"lr": 0.1, "momentum": momentum, "weight_decay": 1e-3}
+    m_np = ps.SoftmaxRegression(20, 4)
+    h_np = ps.train(m_np, X, y, optimizer=ps.SGD(**opt), batch_size=32, steps=60, seed=3)
+    m_jx = ps.SoftmaxRegression(20, 4, xp=jnp)
+    h_jx = ps.train(
+        m_jx, jnp.asarray(X), jnp.asarray(y), optimizer=ps.SGD(**opt), batch_size=32, steps=60,
+        seed=3,
+    )  # fmt: skip
+    np.testing.assert_allclose(np.asarray(m_jx.W), m_np.W, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(m_jx.b), m_np.b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_jx.loss, h_np.loss, rtol=1e-5)
+
+
+def test_jax_step_compiles_once():
+    """One compilation for the whole run (two with momentum: the velocity appears)."""
+    X, y = _data()
+    model = ps.SoftmaxRegression(20, 4, xp=jnp)
+    ps.train(model, jnp.asarray(X), jnp.asarray(y), batch_size=32, steps=5)  # warm the kernels
+    with jax.log_compiles(True):
+        import logging
+
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logger = logging.getLogger("jax")
+        logger.addHandler(handler)
+        try:
+            model = ps.SoftmaxRegression(20, 4, xp=jnp)
+            ps.train(model, jnp.asarray(X), jnp.asarray(y), batch_size=32, steps=40)
+        finally:
+            logger.removeHandler(handler)
+    compiled = [r for r in records if "Compiling" in r.getMessage() and "pure" in r.getMessage()]
+    assert len(compiled) <= 1, [r.getMessage() for r in compiled]
+
+
+class _Data:
+    """The slice of the trainer's data object that a step reads."""
+
+    def __init__(self, xp, X, y):
+        self.xp, self.X, self.y = xp, X, y
+
+    def batch(self, rows):
+        idx = self.xp.asarray(rows)
+        return self.xp.take(self.X, idx, axis=0), self.xp.take(self.y, idx, axis=0)
+
+
+def test_the_step_is_pure():
+    """Neither the model nor the optimizer changes: the loop commits the result."""
+    X, y = _data()
+    for xp, X_, y_ in ((None, X, y), (jnp, jnp.asarray(X), jnp.asarray(y))):
+        model = ps.SoftmaxRegression(20, 4, xp=xp)
+        opt = ps.SGD(0.1, momentum=0.9)
+        step = make_step(model, opt, _Data(model.xp, X_, y_))
+        loss, params, velocity = step(model.parameters, None, np.arange(10))
+        assert float(np.abs(np.asarray(model.W)).max()) == 0.0 and opt.velocity is None
+        assert np.isfinite(float(loss)) and velocity is not None
+        assert float(np.abs(np.asarray(params[0])).max()) > 0
