@@ -9,19 +9,18 @@ the compute dtype as it is used.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import operator
-import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from portable_softmax._compat import (
     Array,
-    is_torch_array,
     xp_check_floating,
     xp_default_dtype,
     xp_device,
@@ -111,6 +110,38 @@ class LinearProblem:
     compute_dtype: Any  # float32 for half precision, else the promoted dtype
     out_dtype: Any  # the promoted dtype of input, linear_weight and linear_bias
     sample_shape: tuple[int, ...]  # the input's leading shape
+
+    #: The fields that hold arrays, in the order of :meth:`arrays`.
+    ARRAYS: ClassVar[tuple[str, ...]] = (
+        "x",
+        "linear_weight",
+        "linear_bias",
+        "indices",
+        "counted",
+        "invalid",
+        "weight",
+    )
+
+    def arrays(self) -> tuple[Array | None, ...]:
+        """The arrays of the problem, in the order of :attr:`ARRAYS`."""
+        return (
+            self.x, self.linear_weight, self.linear_bias, self.indices, self.counted,
+            self.invalid, self.weight,
+        )  # fmt: skip
+
+    def skeleton(self) -> LinearProblem:
+        """The problem without its arrays: hashable, for a compiled function's static argument.
+
+        Autodiff wrappers (``torch.autograd.Function``, ``jax.custom_vjp``)
+        take the arrays as arguments and put them back with
+        :meth:`with_arrays`: arrays hidden in a Python object would escape
+        their tracing.
+        """
+        return dataclasses.replace(self, **dict.fromkeys(self.ARRAYS))
+
+    def with_arrays(self, *arrays: Array | None) -> LinearProblem:
+        """The skeleton with ``arrays`` (in the order of :attr:`ARRAYS`) put back."""
+        return dataclasses.replace(self, **dict(zip(self.ARRAYS, arrays, strict=True)))
 
     @property
     def n_samples(self) -> int:
@@ -297,15 +328,6 @@ def _class_weights(
     return weight if weight.dtype == compute else xp.astype(weight, compute)
 
 
-def _values_readable(a: Array) -> bool:
-    """True when ``a``'s values can be read now: eager, and not traced by ``torch.compile``."""
-    if not xp_eager(a):
-        return False
-    if is_torch_array(a):
-        return not sys.modules["torch"].compiler.is_compiling()
-    return True
-
-
 def _index_fields(
     y: Array, n_classes: int, ignore_index: int | None, xp: ModuleType
 ) -> dict[str, Any]:
@@ -317,7 +339,7 @@ def _index_fields(
     in_range = (y >= 0) & (y < n_classes)
     counted = xp.ones_like(in_range) if ignore_index is None else y != operator.index(ignore_index)
     invalid = counted & ~in_range
-    readable = _values_readable(y)
+    readable = xp_eager(y)
     if readable and bool(xp.any(invalid)):
         n_bad = int(xp.sum(xp.astype(invalid, xp.int64)))
         allowed = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"

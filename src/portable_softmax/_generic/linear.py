@@ -29,10 +29,9 @@ the blocks again for the gradient.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
-from portable_softmax._compat import Array, xp_device
+from portable_softmax._compat import Array, xp_device, xp_nan_where
 from portable_softmax._linear_problem import Blocks, LinearProblem
 
 __all__ = [
@@ -145,12 +144,6 @@ def _row_stats(p: LinearProblem, blocks: Blocks, x_r: Array, y_r: Array) -> RowS
     return stats
 
 
-def _nan_where(cond: Array, values: Array, xp: Any) -> Array:
-    """NaN where ``cond`` holds, made as ``inf - inf`` there only (quiet for jax.debug_nans)."""
-    inf = xp.where(cond, math.inf, xp.zeros_like(values))
-    return values + (inf - inf)
-
-
 def _weight_sum(p: LinearProblem) -> Array | float:
     return float(p.n_classes) if p.weight is None else p.xp.sum(p.weight)
 
@@ -167,7 +160,7 @@ def per_sample_losses(p: LinearProblem, stats: RowStats, r0: int, r1: int) -> Ar
     if p.z_loss > 0:
         loss = loss + p.z_loss * w_y * lse * lse
     loss = xp.where(p.counted[r0:r1], loss, 0.0)
-    return loss if p.checked else _nan_where(p.invalid[r0:r1], loss, xp)
+    return loss if p.checked else xp_nan_where(p.invalid[r0:r1], loss, xp)
 
 
 def _mean_factor(p: LinearProblem) -> Array | float:
@@ -222,7 +215,7 @@ def coefficients(p: LinearProblem, lse: Array, f: Array | float, r0: int, r1: in
     if p.z_loss > 0:
         alpha = alpha + (2 * p.z_loss) * w_y * lse
     if not p.checked:
-        alpha = _nan_where(p.invalid[r0:r1], alpha, xp)
+        alpha = xp_nan_where(p.invalid[r0:r1], alpha, xp)
     return Coefficients(alpha, beta, gamma)
 
 

@@ -34,20 +34,8 @@ Grads = tuple[Any, Any, Any]
 Data = tuple[Any, Any, Any, Any]
 
 
-def _skeleton(p: LinearProblem) -> LinearProblem:
-    """``p`` without its arrays: hashable, the static argument of the compiled functions."""
-    return dataclasses.replace(
-        p, x=None, linear_weight=None, linear_bias=None, indices=None, counted=None,
-        invalid=None, weight=None,
-    )  # fmt: skip
-
-
 def _rebuild(skeleton: LinearProblem, x: Any, w: Any, b: Any, data: Data) -> LinearProblem:
-    indices, counted, invalid, weight = data
-    return dataclasses.replace(
-        skeleton, x=x, linear_weight=w, linear_bias=b, indices=indices, counted=counted,
-        invalid=invalid, weight=weight,
-    )  # fmt: skip
+    return skeleton.with_arrays(x, w, b, *data)
 
 
 def _scan(body: Any, carry: Any, total: int, step: int) -> tuple[Any, Any]:
@@ -254,7 +242,7 @@ def linear_cross_entropy(p: LinearProblem, *, grad: bool) -> LinearLossAndGrads 
     """The loss (differentiable by ``jax.grad``), or the loss with its gradients."""
     loss_fn, with_grad = _compiled()
     data = (p.indices, p.counted, p.invalid, p.weight)
-    args = (_skeleton(p), p.x, p.linear_weight, p.linear_bias, data)
+    args = (p.skeleton(), p.x, p.linear_weight, p.linear_bias, data)
     if grad:
         return with_grad(*args)
     return loss_fn(*args), None

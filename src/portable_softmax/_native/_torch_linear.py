@@ -4,16 +4,17 @@
 :func:`function`: its forward keeps the inputs and one ``logsumexp`` per
 sample, and its backward computes the blocks again (so a forward without a
 backward, as in an evaluation loop, costs no gradient and no memory for
-one).  Under ``torch.compile`` the same Function runs the generic code,
+one).  Under ``torch.compile`` and ``torch.func`` (tensors whose values
+cannot be read, ``xp_traced``) the same Function runs the generic code,
 which Dynamo traces (writes into views of a reused buffer are what it
-handles least well) and Inductor fuses.
+handles least well) and Inductor fuses, and ``vmap`` batches.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+from portable_softmax._compat import xp_traced
 from portable_softmax._generic import linear as generic
 from portable_softmax._linear_problem import LinearProblem
 from portable_softmax._native._base import LinearLossAndGrads
@@ -102,20 +103,14 @@ def _kernel() -> TorchKernel:
     return _KERNEL[0]
 
 
-def _compiling() -> bool:
-    import torch
-
-    return torch.compiler.is_compiling()
-
-
 def _forward(p: LinearProblem, *, grad: bool) -> tuple[Any, Any, Grads | None]:
-    if _compiling():
+    if xp_traced(p.x):
         return generic.loss_and_grad(p, grad=grad)
     return _kernel().forward(p, grad=grad)
 
 
 def _backward(p: LinearProblem, lse: Any, f: Any) -> Grads:
-    return generic.gradients(p, lse, f) if _compiling() else _kernel().backward(p, lse, f)
+    return generic.gradients(p, lse, f) if xp_traced(p.x) else _kernel().backward(p, lse, f)
 
 
 def _autograd_function() -> Any:
@@ -124,30 +119,33 @@ def _autograd_function() -> Any:
     class LinearCrossEntropyFunction(torch.autograd.Function):
         """Forward: the reduced loss and each sample's logsumexp; backward: the blocks again.
 
-        Saves the inputs and the ``(N,)`` logsumexp, never a block of logits.
+        Saves the inputs and the ``(N,)`` logsumexp, never a block of logits.  The
+        problem's arrays are arguments (hidden in an object they would escape
+        ``torch.func``'s transforms), its other fields the skeleton.
         """
 
+        generate_vmap_rule = True
+
         @staticmethod
-        def forward(x: Any, w: Any, b: Any, problem: LinearProblem) -> tuple[Any, Any]:
-            p = dataclasses.replace(problem, x=x, linear_weight=w, linear_bias=b)
+        def forward(skeleton: LinearProblem, *arrays: Any) -> tuple[Any, Any]:
+            p = skeleton.with_arrays(*arrays)
             losses, lse, _ = _forward(p, grad=False)
             return generic.reduce(p, losses), lse
 
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, Any]) -> None:
-            x, w, b, problem = inputs
-            ctx.problem = problem
-            ctx.save_for_backward(x, w, b, output[1])
+            ctx.skeleton = inputs[0]
+            ctx.save_for_backward(*inputs[1:], output[1])
             ctx.mark_non_differentiable(output[1])
 
         @staticmethod
         def backward(ctx: Any, g_loss: Any, g_lse: Any) -> tuple[Any, ...]:
-            x, w, b, lse = ctx.saved_tensors
-            p = dataclasses.replace(ctx.problem, x=x, linear_weight=w, linear_bias=b)
-            g = g_loss.to(p.compute_dtype)
-            dx, dw, db = _backward(p, lse, generic.multiplier(p, g))
-            d_x, d_w, d_b = p.finish_grads(dx, dw, db)
-            return d_x.reshape(x.shape), d_w, d_b, None
+            *arrays, lse = ctx.saved_tensors
+            p = ctx.skeleton.with_arrays(*arrays)
+            f = generic.multiplier(p, g_loss.to(p.compute_dtype))
+            d_x, d_w, d_b = p.finish_grads(*_backward(p, lse, f))
+            # No gradient for the skeleton, the targets, the masks and the class weights.
+            return None, d_x.reshape(p.x.shape), d_w, d_b, None, None, None, None
 
     return LinearCrossEntropyFunction
 
@@ -169,7 +167,7 @@ def linear_cross_entropy(p: LinearProblem, *, grad: bool) -> LinearLossAndGrads 
     layer = (p.x, p.linear_weight, p.linear_bias)
     tracked = torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in layer)
     if tracked and not grad:
-        loss, _ = function().apply(p.x, p.linear_weight, p.linear_bias, p)
+        loss, _ = function().apply(p.skeleton(), *p.arrays())
         return loss, None
     with torch.no_grad():
         losses, _, grads = _forward(p, grad=grad)
