@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from files import fake_dataset, idx_bytes, members_of, write, write_npz
 from portable_softmax import SoftmaxRegression
 from portable_softmax.checkpoint import load_checkpoint
 from portable_softmax.cli import main
@@ -110,8 +111,6 @@ def test_plot(capsys, tmp_path):
 
 
 def test_data_dir(capsys, tmp_path):
-    from test_datasets import fake_dataset
-
     fake_dataset(tmp_path, n_train=20, n_test=6)
     code, out, err = run(capsys, "train", "--data-dir", str(tmp_path), "--steps", "3",
                          "--batch-size", "5", "--json")  # fmt: skip
@@ -162,8 +161,6 @@ def test_missing_backend(capsys, monkeypatch):
     ],
 )
 def test_runtime_errors(capsys, tmp_path, setup, message):
-    from test_datasets import fake_dataset
-
     data = tmp_path / "data"
     if setup != "missing-dir":
         data.mkdir()
@@ -276,8 +273,6 @@ def test_output_paths_are_checked_before_training(capsys, tmp_path, no_training,
 
 
 def test_checkpoint_never_overwrites_the_data(capsys, tmp_path, no_training):
-    from test_datasets import fake_dataset
-
     fake_dataset(tmp_path, n_train=20, n_test=6)
     data = tmp_path / "train-images-idx3-ubyte.gz"
     before = data.read_bytes()
@@ -290,8 +285,6 @@ def test_checkpoint_never_overwrites_the_data(capsys, tmp_path, no_training):
 
 def tiny_data(root, *, train_labels=None, test_labels=None, test_shape=(2, 3), n_test=6):
     """An IDX directory of 20 training images (2x3) and ``n_test`` test images."""
-    from test_datasets import idx_bytes, write
-
     rng = np.random.default_rng(2)
     train_labels = np.arange(20) % 10 if train_labels is None else np.asarray(train_labels)
     test_labels = np.arange(n_test) % 10 if test_labels is None else np.asarray(test_labels)
@@ -338,8 +331,6 @@ def test_classes_option_and_the_class_count_is_printed(capsys, tmp_path):
 
 def bad_checkpoint(capsys, path, kind):
     """A checkpoint of a 1-step CLI run, then damaged in one way."""
-    from test_train import members_of, write_npz
-
     if kind == "npy":
         with open(path, "wb") as f:
             np.save(f, np.zeros((784, 10)))

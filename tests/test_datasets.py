@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import portable_softmax as ps
+from files import fake_dataset, idx_bytes, peak_bytes, write
 from portable_softmax.datasets import load_mnist, mnist_files, read_idx
 from support import assert_namespace_dtype, to_numpy
 
@@ -22,31 +23,6 @@ SHA256 = {  # file name prefix -> SHA-256 of the gzip file
     "train-images": "71524e2cd1ad2968737f7f2f2ff69cbfc32df8ccddff51593f7cb2d4e0eb5b64",
     "train-labels": "fe03b8bd7915f70bf5aa08be480aa413fbd85afcaa58b35d230d335f284fd88e",
 }
-
-
-def idx_bytes(data: np.ndarray, code: int = 0x08) -> bytes:
-    """An IDX file: magic 0x0000TTDD, big-endian dimensions, big-endian data."""
-    header = bytes([0, 0, code, data.ndim]) + b"".join(n.to_bytes(4, "big") for n in data.shape)
-    return header + data.astype(data.dtype.newbyteorder(">")).tobytes()
-
-
-def write(path: Path, content: bytes, compress: bool = False) -> Path:
-    path.write_bytes(gzip.compress(content) if compress else content)
-    return path
-
-
-def fake_dataset(root: Path, n_train: int = 5, n_test: int = 3, *, compress: bool = True) -> dict:
-    """A four-file MNIST-style directory with 2x3 images; returns the arrays."""
-    rng = np.random.default_rng(1)
-    arrays = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 2, 3), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        ext = ".gz" if compress else ""
-        write(root / f"{prefix}-images-idx3-ubyte{ext}", idx_bytes(images), compress)
-        write(root / f"{prefix}-labels-idx1-ubyte{ext}", idx_bytes(labels), compress)
-        arrays[prefix] = (images, labels)
-    return arrays
 
 
 # --------------------------------------------------------------------------- embedded MNIST
@@ -263,17 +239,6 @@ def test_datasets_do_not_import_the_model():
 
 
 # ------------------------------------------------------------------- hostile files (issue 15)
-
-
-def peak_bytes(func):
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        func()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def sparse_file(path: Path, head: bytes, size: int) -> Path:

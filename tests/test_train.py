@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import portable_softmax as ps
+from files import members_of, peak_bytes, write_npz
 from portable_softmax._compat import xp_namespace
 from portable_softmax.checkpoint import load_checkpoint, save_checkpoint
 from portable_softmax.datasets import load_mnist
@@ -580,36 +581,6 @@ def test_stale_temporaries_are_removed_on_the_next_save(tmp_path):
         save_checkpoint(path, model)
         live.kill()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run.npz", busy.name, other.name])
-
-
-def write_npz(path, members, compression=None):
-    """An .npz archive of ``members`` (name -> array), deflated if asked."""
-    import io
-    import zipfile
-
-    mode = zipfile.ZIP_DEFLATED if compression else zipfile.ZIP_STORED
-    with zipfile.ZipFile(path, "w", mode) as archive:
-        for name, value in members.items():
-            buffer = io.BytesIO()
-            np.save(buffer, value, allow_pickle=False)
-            archive.writestr(f"{name}.npy", buffer.getvalue())
-    return path
-
-
-def members_of(path):
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
-
-
-def peak_bytes(func):
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        func()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_extra_checkpoint_members_are_not_read(tmp_path):
