@@ -220,12 +220,15 @@ def logsumexp(
         )
     else:
         value, sign = _weighted_logsumexp(x, b, axes, xp, return_sign=return_sign)
+    reduced = () if not shape else None  # a 0-d input with axis=None
+    value = xp.astype(_reduced(value, axes, keepdims, reduced, xp), out_dtype, copy=False)
+    if not return_sign:
+        return value
     if sign is None:
         sign = xp.where(value == -math.inf, 0.0, xp.where(xp.isnan(value), value, 1.0))
-    reduced = () if not shape else None  # a 0-d input with axis=None
-    value, sign = (_reduced(a, axes, keepdims, reduced, xp) for a in (value, sign))
-    value = xp.astype(value, out_dtype, copy=False)
-    return (value, xp.astype(sign, out_dtype, copy=False)) if return_sign else value
+    else:
+        sign = _reduced(sign, axes, keepdims, reduced, xp)
+    return value, xp.astype(sign, out_dtype, copy=False)
 
 
 def _broadcast_weights(x: Array, b: Array, xp: ModuleType) -> tuple[Array, Array]:
