@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+import portable_softmax.streaming as streaming
 from portable_softmax._batches import Batches as _Batches
 from portable_softmax._compat import Array, is_dask_namespace, to_numpy, xp_device, xp_inputs
 from portable_softmax._steps import StepFunction, make_step
@@ -184,7 +185,12 @@ def train(
         cast to the model's dtype (a copy) when its dtype differs: the model
         keeps its dtype on every backend.  Dask arrays are persisted, and so
         are the parameters after every step; expect Dask's scheduling
-        overhead (a fraction of a second) per step.
+        overhead (a fraction of a second) per step.  Dask ``X``, ``y`` with
+        a NumPy, PyTorch or CuPy model are *streamed* instead, never held
+        whole: Dask computes row blocks, a thread moves them to the model's
+        library and device ahead of use, and the batches come from a seeded
+        shuffle of the blocks and of the rows within each (not from the
+        shuffle of all rows); see :mod:`portable_softmax.streaming`.
     optimizer : SGD, optional
         Default ``SGD(lr=0.5)``; when resuming, the checkpoint's.
     batch_size, steps, seed : int
@@ -254,14 +260,10 @@ def train(
     )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path")
-    xp, X, y = _check_data(model, X, y, "X", "y")
-    if batch_size > X.shape[0]:
-        raise ValueError(f"batch_size {batch_size} exceeds the {X.shape[0]} training samples")
+    xp, data, sampler = _training_data(model, X, y, batch_size, seed)
     evaluation = None
     if eval_data is not None:
-        evaluation = _Evaluation(_check_data(model, *eval_data, *_EVAL_NAMES)[1:], eval_every)
-    data = _Data(xp, X, y)
-    sampler = _Batches.start(X.shape[0], batch_size, seed)
+        evaluation = _Evaluation(_eval_data(model, eval_data), eval_every)
     saver = None
     if checkpoint is not None:
         run = {"seed": int(seed), "batch_size": int(batch_size), "n_samples": int(X.shape[0])}
@@ -282,6 +284,24 @@ def train(
 
 
 _EVAL_NAMES = ("eval_data[0]", "eval_data[1]")
+
+
+def _training_data(model: SoftmaxRegression, X: Array, y: Array, batch_size: int, seed: int) -> Any:
+    """``(xp, data, sampler)``: in memory, or streamed by row blocks (Dask data, another model)."""
+    if streaming.streams(model, X):
+        X, y = streaming.check_streamed(model, X, y, "X", "y")
+        sampler = streaming.BlockBatches.start(X.chunks[0], batch_size, seed)
+        return model.xp, streaming.StreamedData(model, X, y), sampler
+    xp, X, y = _check_data(model, X, y, "X", "y")
+    if batch_size > X.shape[0]:
+        raise ValueError(f"batch_size {batch_size} exceeds the {X.shape[0]} training samples")
+    return xp, _Data(xp, X, y), _Batches.start(X.shape[0], batch_size, seed)
+
+
+def _eval_data(model: SoftmaxRegression, eval_data: tuple[Array, Array]) -> tuple[Array, Array]:
+    if streaming.streams(model, eval_data[0]):
+        return streaming.check_streamed(model, *eval_data, *_EVAL_NAMES)
+    return _check_data(model, *eval_data, *_EVAL_NAMES)[1:]
 
 
 def _check_counts(**counts: int | None) -> None:
@@ -504,6 +524,9 @@ class _Data:
         """Parameters to carry into the next step (persisted on Dask: no growing graph)."""
         return [p.persist() for p in params] if self.persist else params
 
+    def close(self) -> None:
+        """Nothing to release (streamed data stop their thread here)."""
+
     def fingerprint(self) -> str:
         """A hash of the labels and of evenly spaced rows of ``X`` (in its dtype)."""
         n = self.X.shape[0]
@@ -527,7 +550,7 @@ class _Evaluation:
         return step % self.every == 0 or step == last
 
     def record(self, model: SoftmaxRegression, history: History, step: int) -> None:
-        accuracy = float(model.accuracy(*self.data))
+        accuracy = streaming.accuracy(model, *self.data)  # streamed for Dask data
         history.eval_step.append(step)
         history.eval_accuracy.append(accuracy)
 
@@ -606,6 +629,7 @@ class _Run:
         finally:
             self.history.seconds = time.perf_counter() - start
             self.log.close()
+            self.data.close()
         return self.history
 
     def step(self, step: int, last: int) -> bool:
