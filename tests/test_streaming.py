@@ -355,3 +355,46 @@ def test_open_arrays_reads_a_zarr_group(tmp_path):
     arrays = open_arrays(tmp_path / "data.zarr", chunk_rows=50)
     assert set(arrays) == {"X", "y", "X_test", "y_test"}
     np.testing.assert_array_equal(arrays["y_test"].compute(), y[:40])
+
+
+# ------------------------------------------------------------- the command line
+
+
+@pytest.fixture
+def npy_store(tmp_path: Any) -> Any:
+    X, y = toy(1200, features=6)
+    for name, a in (("X", X[:1000]), ("y", y[:1000]), ("X_test", X[1000:]), ("y_test", y[1000:])):
+        np.save(tmp_path / f"{name}.npy", a)
+    return tmp_path
+
+
+def _cli_json(capsys: Any, *argv: str) -> dict[str, Any]:
+    import json
+
+    from portable_softmax.cli import main
+
+    assert main(["train", "--json", "--no-progress", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_trains_from_an_npy_store_and_resumes_exactly(npy_store, tmp_path, capsys):
+    store, ckpt = str(npy_store), str(tmp_path / "run.npz")
+    common = ["--data", store, "--chunk-rows", "300", "--batch-size", "50", "--classes", "3"]
+    whole = _cli_json(capsys, *common, "--steps", "60")
+    assert whole["data"] == store and whole["steps"] == 60 and whole["test_accuracy"] > 0.8
+    _cli_json(capsys, *common, "--steps", "25", "--checkpoint", ckpt)
+    resumed = _cli_json(capsys, *common, "--steps", "60", "--checkpoint", ckpt, "--resume")
+    assert resumed["resumed_from"] == 25
+    assert resumed["final_loss"] == whole["final_loss"]
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+
+
+def test_cli_store_without_a_test_split_or_with_data_dir_is_refused(npy_store, capsys):
+    from portable_softmax.cli import main
+
+    (npy_store / "X_test.npy").unlink()
+    (npy_store / "y_test.npy").unlink()
+    assert main(["train", "--data", str(npy_store), "--classes", "3"]) == 1
+    assert "X_test" in capsys.readouterr().err
+    assert main(["train", "--data", str(npy_store), "--data-dir", str(npy_store)]) == 2
+    assert "give one" in capsys.readouterr().err

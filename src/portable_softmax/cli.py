@@ -134,6 +134,20 @@ def _train_options(train: argparse.ArgumentParser) -> None:
         "default: the MNIST copy embedded in the package",
     )
     train.add_argument(
+        "--data",
+        metavar="PATH",
+        help="train from on-disk arrays too large for memory: a directory of X.npy, y.npy, "
+        "X_test.npy, y_test.npy (memory-mapped) or a Zarr group of arrays of those names, "
+        "opened lazily with Dask and streamed by row blocks into the model",
+    )
+    train.add_argument(
+        "--chunk-rows",
+        type=_count(1),
+        default=10000,
+        metavar="N",
+        help="rows per Dask block with --data (10000); memory holds a few blocks",
+    )
+    train.add_argument(
         "--classes",
         type=_count(1),
         default=DEFAULT_CLASSES,
@@ -320,11 +334,11 @@ def _train(args: argparse.Namespace) -> int:
     backend = args.backend.replace("-", "_")
     xp = _namespace(_import_backend(args.backend))
     device = None if args.device is None else _find_device(xp, backend, args.device)
-    files = _data_files(args.data_dir)
+    files = _data_files(args.data_dir) if args.data is None else _store_files(args.data)
     _check_outputs(args, files)
     settings, saved = _settings(args)
     dtype = _dtype(xp, backend, settings["dtype"], args)
-    data = _load_data(args, files, xp, device, dtype)
+    data = _load_data(args, files, xp, device, dtype) if args.data is None else _open_store(args)
     if not args.json:
         _announce(args, data, saved)
     model, history = _fit(args, settings, data, xp, device, dtype)
@@ -340,6 +354,8 @@ def _check_train_args(args: argparse.Namespace) -> None:
     """The options that depend on each other, and --plot's matplotlib."""
     if args.resume and args.checkpoint is None:
         raise UsageError("--resume needs --checkpoint PATH")
+    if args.data is not None and args.data_dir is not None:
+        raise UsageError("--data and --data-dir name two datasets; give one")
     if args.checkpoint_every and args.checkpoint is None:
         raise UsageError("--checkpoint-every needs --checkpoint PATH")
     if args.plot is not None:
@@ -356,6 +372,24 @@ def _data_files(data_dir: str | None) -> tuple[Any, Any, Any, Any]:
     from portable_softmax.datasets import mnist_files
 
     return (*mnist_files("train", data_dir), *mnist_files("test", data_dir))
+
+
+def _store_files(path: str) -> tuple[Any, ...]:
+    """The files of a --data store (the .npy files, or the Zarr directory)."""
+    return tuple(Path(path).glob("*.npy")) or (path,)
+
+
+def _open_store(args: argparse.Namespace) -> _Dataset:
+    """The --data arrays, lazily (Dask), with a test split: the run reports its accuracy."""
+    import portable_softmax.streaming as streaming
+
+    arrays = streaming.open_arrays(args.data, args.chunk_rows)
+    if "X_test" not in arrays:
+        raise ValueError(f"{args.data}: no X_test and y_test, on which the test accuracy is taken")
+    X = arrays["X"]
+    files = _store_files(args.data)
+    shape = tuple(X.shape[1:])
+    return _Dataset(files, X, arrays["y"], arrays["X_test"], arrays["y_test"], shape, args.classes)
 
 
 def _check_outputs(args: argparse.Namespace, inputs: tuple[Any, ...]) -> None:
@@ -513,7 +547,7 @@ def _classes(count: int, y: Any, y_test: Any, files: tuple[Any, ...]) -> int:
 
 
 def _announce(args: argparse.Namespace, data: _Dataset, saved: dict[str, Any] | None) -> None:
-    source = args.data_dir or "embedded MNIST"
+    source = args.data or args.data_dir or "embedded MNIST"
     print(
         f"{source}: {data.X.shape[0]} training and {data.X_test.shape[0]} test images of "
         f"{'x'.join(map(str, data.image_shape))} pixels, {data.classes} classes",
@@ -583,10 +617,12 @@ def _summary(
     history: Any,
 ) -> dict[str, Any]:
     """What the run did, as --json prints it."""
+    import portable_softmax.streaming as streaming
+
     summary: dict[str, Any] = {
         "backend": backend,
         "device": _device_label(model.device) or str(model.device),
-        "data": args.data_dir or "embedded MNIST",
+        "data": args.data or args.data_dir or "embedded MNIST",
         "classes": data.classes,
         "steps": history.steps,
         "steps_run": history.steps_run,
@@ -594,7 +630,7 @@ def _summary(
         **settings,
         "seconds": round(history.seconds, 3),
         "final_loss": _readable(history.loss[-1], settings["dtype"]) if history.loss else None,
-        "test_accuracy": float(model.accuracy(data.X_test, data.y_test)),
+        "test_accuracy": streaming.accuracy(model, data.X_test, data.y_test),
     }
     if args.checkpoint is not None:
         summary["checkpoint"] = args.checkpoint
