@@ -33,7 +33,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from portable_softmax._compat import Array, is_dask_array, is_dask_namespace, is_jax_namespace
+from portable_softmax._compat import (
+    Array,
+    is_dask_array,
+    is_dask_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+)
 
 __all__ = [
     "AHEAD",
@@ -276,9 +282,10 @@ class StreamedData:
         """A computed block in the model's library and device (``X`` in its dtype).
 
         A read-only block (a slice of a memory map, of a NumPy array) is
-        copied first: PyTorch would share it and warn.
+        copied first for the other libraries: PyTorch would share it and warn.
         """
-        a = a if a.flags.writeable else np.array(a)
+        if not (a.flags.writeable or is_numpy_namespace(self.xp)):
+            a = np.array(a)
         dtype = self.dtype if features else None
         return self.xp.asarray(a, dtype=dtype, device=self.device)
 
