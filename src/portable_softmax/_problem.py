@@ -129,7 +129,9 @@ def cross_entropy_problem(
         raise ValueError(msg)
     ax = xp_normalize_axis(axis, logits.ndim)
     for name, a in (("logits", logits), ("target", target)):
-        if any(n is None or math.isnan(n) for n in a.shape):
+        # Dask marks an unknown size NaN (the standard: None); torch.compile's
+        # symbolic sizes are neither.
+        if any(n is None or (isinstance(n, float) and math.isnan(n)) for n in a.shape):
             msg = (
                 f"{name} has a shape with unknown sizes, {tuple(a.shape)} (Dask, after "
                 f"boolean indexing?): call {name}.compute_chunk_sizes() first"
