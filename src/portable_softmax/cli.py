@@ -299,7 +299,7 @@ def _backend_row(name: str, module: str) -> dict[str, Any]:
         return row
     row["installed"] = True
     top = sys.modules[module.split(".")[0]]
-    row["version"] = getattr(top, "__version__", None)
+    row["version"] = vars(top).get("__version__")
     try:
         row["devices"] = [label for label, _ in _devices(_namespace(lib))]
     except Exception as exc:  # noqa: BLE001 - a broken driver is a row, not a crash
@@ -443,7 +443,8 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] 
     error naming each such option: the run continues as it was saved, or not
     at all.
     """
-    given = {name: getattr(args, name) for name in DEFAULTS if getattr(args, name) is not None}
+    options = vars(args)
+    given = {name: options[name] for name in DEFAULTS if options.get(name) is not None}
     if not args.resume:
         return {**DEFAULTS, **given}, None
     from portable_softmax.checkpoint import read_checkpoint_state
@@ -487,7 +488,7 @@ def _show(value: Any) -> str:
 
 
 def _dtype(xp: ModuleType, backend: str, name: str, args: argparse.Namespace) -> Any:
-    dtype = getattr(xp, name, None)
+    dtype = vars(xp).get(name)
     if dtype is None:
         raise UsageError(f"{args.checkpoint} holds a {name} model, which {backend} does not have")
     return dtype
