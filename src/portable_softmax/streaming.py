@@ -26,6 +26,7 @@ import functools
 import hashlib
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -216,6 +217,27 @@ def check_streamed(model: Any, X: Any, y: Any, x_name: str, y_name: str) -> tupl
     return X, y.rechunk((X.chunks[0],))
 
 
+def _block_scheduler() -> str | None:
+    """``"sync"`` where Dask would use its local thread pool, else None (the configured one).
+
+    This thread is the parallelism of a streamed run: a pool of its own would
+    compete with the step loop for the cores.  A ``dask.distributed`` client
+    (the default one) or a scheduler set in Dask's config is used as it is.
+    """
+    import dask
+
+    if dask.config.get("scheduler", None) is not None:
+        return None
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        try:
+            distributed.default_client()
+            return None
+        except ValueError:  # no client
+            pass
+    return "sync"
+
+
 class _Prefetch:
     """A background thread computing ``blocks`` of ``(X, y)`` into a bounded queue."""
 
@@ -231,9 +253,10 @@ class _Prefetch:
     def _run(self, X: Any, y: Any, blocks: Iterator[tuple[Visit, int]], move: Callable) -> None:
         import dask
 
+        scheduler = _block_scheduler()
         for visit, block in blocks:
             try:
-                xb, yb = dask.compute(X.blocks[block], y.blocks[block])
+                xb, yb = dask.compute(X.blocks[block], y.blocks[block], scheduler=scheduler)
                 item = (visit, move(xb, True), move(yb, False))
             except BaseException as exc:  # noqa: BLE001 - handed to the step loop
                 item = (visit, exc, None)
