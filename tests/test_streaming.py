@@ -398,3 +398,21 @@ def test_cli_store_without_a_test_split_or_with_data_dir_is_refused(npy_store, c
     assert "X_test" in capsys.readouterr().err
     assert main(["train", "--data", str(npy_store), "--data-dir", str(npy_store)]) == 2
     assert "give one" in capsys.readouterr().err
+
+
+def test_train_streams_from_a_distributed_cluster(chunked_toy, dask_client):
+    X, y, dX, dy = chunked_toy
+    local = ps.SoftmaxRegression(5, 3)
+    h_local = ps.train(local, dX, dy, batch_size=30, steps=40)
+
+    def transitions() -> int:
+        log = dask_client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_log)
+        return len(log)
+
+    before = transitions()
+    with dask.config.set(scheduler=dask_client):
+        remote = ps.SoftmaxRegression(5, 3)
+        h_remote = ps.train(remote, dX, dy, batch_size=30, steps=40)
+    assert transitions() > before  # the blocks were computed on the cluster
+    assert h_remote.loss == h_local.loss
+    np.testing.assert_array_equal(remote.W, local.W)
