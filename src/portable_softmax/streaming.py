@@ -397,7 +397,7 @@ def open_arrays(path: str | os.PathLike[str], chunk_rows: int) -> dict[str, Any]
         for name in ("X", "y", "X_test", "y_test"):
             file = os.path.join(path, f"{name}.npy")
             if os.path.exists(file):
-                arrays[name] = np.load(file, mmap_mode="r")
+                arrays[name] = _NpyRows(file)
     for name in ("X", "y"):
         if name not in arrays:
             raise FileNotFoundError(f"{path}: no {name}.npy and no Zarr array {name!r} in it")
@@ -407,6 +407,38 @@ def open_arrays(path: str | os.PathLike[str], chunk_rows: int) -> dict[str, Any]
         name: da.from_array(a, chunks=(chunk_rows,) + tuple(a.shape[1:]), name=False)
         for name, a in arrays.items()
     }
+
+
+class _NpyRows:
+    """A ``.npy`` file read by rows on demand, as ``dask.array.from_array`` slices it.
+
+    The header is read with a memory map (shape, dtype, offset); the rows of
+    a block are then read with ``readinto`` rather than through the map, so
+    that the pages of blocks already used do not stay in the process's
+    resident memory: an epoch over a memory map would leave all of ``X``
+    there.  Fortran-ordered files are sliced through the map.
+    """
+
+    def __init__(self, file: str) -> None:
+        mapped = np.load(file, mmap_mode="r")
+        self.file, self.shape, self.dtype = file, mapped.shape, mapped.dtype
+        self.ndim = mapped.ndim
+        self._map = mapped if mapped.flags.f_contiguous and mapped.ndim > 1 else None
+        self._offset = mapped.offset
+        self._row_bytes = mapped.dtype.itemsize * int(np.prod(mapped.shape[1:], dtype=np.int64))
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        rows, rest = index[0], index[1:]
+        if self._map is not None or not isinstance(rows, slice) or rows.step not in (None, 1):
+            source = np.load(self.file, mmap_mode="r") if self._map is None else self._map
+            return np.array(source[index])
+        start, stop, _ = rows.indices(self.shape[0])
+        out = np.empty((max(stop - start, 0), *self.shape[1:]), dtype=self.dtype)
+        with open(self.file, "rb") as f:
+            f.seek(self._offset + start * self._row_bytes)
+            f.readinto(memoryview(out).cast("B"))
+        return out[(slice(None), *rest)] if rest else out
 
 
 def _is_zarr(path: str) -> bool:
