@@ -137,7 +137,7 @@ def _train_options(train: argparse.ArgumentParser) -> None:
         "--data",
         metavar="PATH",
         help="train from on-disk arrays too large for memory: a directory of X.npy, y.npy, "
-        "X_test.npy, y_test.npy (memory-mapped) or a Zarr group of arrays of those names, "
+        "X_test.npy, y_test.npy (read by rows) or a Zarr group of arrays of those names, "
         "opened lazily with Dask and streamed by row blocks into the model",
     )
     train.add_argument(

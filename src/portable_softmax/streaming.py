@@ -17,7 +17,7 @@ another epoch, and a block smaller than a batch is skipped.  The position
 
 :func:`open_arrays` opens the on-disk stores the command line trains from
 (``portable-softmax train --data PATH``): a directory of ``.npy`` files
-(memory-mapped) or a Zarr group.
+(read a block of rows at a time) or a Zarr group.
 """
 
 from __future__ import annotations
@@ -380,7 +380,7 @@ def open_arrays(path: str | os.PathLike[str], chunk_rows: int) -> dict[str, Any]
     """The arrays ``X``, ``y`` (and ``X_test``, ``y_test`` if there) of an on-disk store, lazily.
 
     ``path`` is a directory of ``X.npy``, ``y.npy`` [``X_test.npy``,
-    ``y_test.npy``], opened as memory maps, or a Zarr group holding arrays of
+    ``y_test.npy``], read a block of rows at a time, or a Zarr group holding arrays of
     those names.  Each becomes a Dask array of ``chunk_rows`` rows per block
     (all columns in one); nothing is read until a block is computed.
     ``FileNotFoundError`` or ``ValueError`` name what is missing.
