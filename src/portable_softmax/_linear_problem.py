@@ -10,10 +10,9 @@ the compute dtype as it is used.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar, NamedTuple
 
@@ -33,6 +32,9 @@ __all__ = ["TILE_ELEMENTS", "Blocks", "LinearProblem", "block_shapes", "linear_p
 
 #: Elements of one block of logits when ``chunk_size`` is None (32 MiB in float32).
 TILE_ELEMENTS = 1 << 23
+#: The fewest classes in a block that ``chunk_size=None`` picks: narrower matrix
+#: products run well below the machine's speed.
+MIN_BLOCK_CLASSES = 256
 #: The fewest samples in a block of every class: with fewer, each block reads all of
 #: ``linear_weight`` again for too little work, and two passes over blocks of
 #: classes (the logits computed twice) are faster.
@@ -64,8 +66,8 @@ def block_shapes(
     A block holds at most ``budget`` elements: ``N * chunk_size``, or
     :data:`TILE_ELEMENTS` when ``chunk_size`` is None.  Two passes (the loss,
     a backward pass) run over blocks of every sample and ``budget // N``
-    classes (when ``chunk_size`` is None, a multiple of 128 and at least 256;
-    then as many samples as fit); where a block of every class fits
+    classes (when ``chunk_size`` is None, a multiple of 128 and at least
+    :data:`MIN_BLOCK_CLASSES`, then as many samples as fit); where a block of every class fits
     :data:`MIN_ONE_PASS_ROWS` samples or more, the loss with its gradients
     runs in one pass over blocks of every class, each block's logits computed
     once.
@@ -76,7 +78,7 @@ def block_shapes(
         whole = Blocks(n, n_classes)
         return whole, whole
     if chunk_size is None:
-        classes = min(n_classes, max(256, budget // n // 128 * 128))
+        classes = min(n_classes, max(MIN_BLOCK_CLASSES, budget // n // 128 * 128))
         two = Blocks(min(n, max(1, budget // classes)), classes)
     else:
         two = Blocks(n, min(chunk_size, n_classes))
@@ -157,15 +159,23 @@ class LinearProblem:
             return a
         return self.xp.astype(a, self.compute_dtype)
 
-    @functools.cached_property
+    # Computed once, on first use (not functools.cached_property: its lock in
+    # Python 3.11 breaks torch.compile's graph); not copied by replace().
+    _cache: dict[str, tuple[Array, Array]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    @property
     def target_weights(self) -> tuple[Array, Array]:
         """Per-sample weight of the target class (0 where ignored), and their sum."""
-        xp = self.xp
-        if self.weight is None:
-            w_y = xp.astype(self.counted, self.compute_dtype)
-        else:
-            w_y = xp.where(self.counted, xp.take(self.weight, self.indices, axis=0), 0.0)
-        return w_y, xp.sum(w_y)
+        if "w" not in self._cache:
+            xp = self.xp
+            if self.weight is None:
+                w_y = xp.astype(self.counted, self.compute_dtype)
+            else:
+                w_y = xp.where(self.counted, xp.take(self.weight, self.indices, axis=0), 0.0)
+            self._cache["w"] = (w_y, xp.sum(w_y))
+        return self._cache["w"]
 
     def finish_loss(self, a: Array) -> Array:
         """The loss in the promoted dtype, per sample shaped like the input's leading axes."""
