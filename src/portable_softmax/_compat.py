@@ -160,8 +160,7 @@ def xp_broadcast_to(a: Array, shape: tuple[int, ...], name: str, xp: ModuleType)
         return xp.broadcast_to(a, shape)
     except (ValueError, RuntimeError) as exc:
         msg = (
-            f"{name} of shape {tuple(a.shape)} does not broadcast to "
-            f"the shape {tuple(shape)} of x"
+            f"{name} of shape {tuple(a.shape)} does not broadcast to the shape {tuple(shape)} of x"
         )
         raise ValueError(msg) from exc
 

@@ -27,7 +27,6 @@ from portable_softmax._softmax import log_softmax_of, softmax_of
 __all__ = ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad", "one_hot"]
 
 
-
 def _loss(p: CrossEntropyProblem, logp: Array | None = None) -> Array:
     """The reduced loss by the generic math, from ``log_softmax`` (computed if not given)."""
     if xp_is_empty(p.logits):

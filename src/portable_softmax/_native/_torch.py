@@ -68,6 +68,7 @@ def _takes(x: Array, axes: tuple[int, ...], where: Array | None) -> bool:
     # runs, which inductor fuses as well as torch's own kernels.
     return where is None and len(axes) == 1 and not xp_traced(x)
 
+
 # torch's fused CPU/CUDA kernels; float32 rows longer than this are computed in
 # float64, because torch's float32 accumulation drifts with the row length
 # beyond the accuracy the generic path keeps (docs/benchmarks.md has the
