@@ -53,6 +53,7 @@ def test_signatures_of_spec():
         "weight",
         "ignore_index",
         "label_smoothing",
+        "where",
     ]
     assert sig.parameters["logits"].kind is inspect.Parameter.POSITIONAL_ONLY
     assert sig.parameters["reduction"].kind is inspect.Parameter.KEYWORD_ONLY
@@ -62,5 +63,6 @@ def test_signatures_of_spec():
     assert list(inspect.signature(ps.softmax_jacobian).parameters) == ["x", "axis"]
     assert list(inspect.signature(ps.softmax_jvp).parameters) == ["x", "v", "axis"]
     one_hot = inspect.signature(ps.one_hot)
-    assert list(one_hot.parameters) == ["labels", "num_classes", "dtype"]
+    assert list(one_hot.parameters) == ["labels", "num_classes", "dtype", "axis"]
+    assert one_hot.parameters["axis"].default == -1
     assert one_hot.parameters["dtype"].kind is inspect.Parameter.KEYWORD_ONLY
