@@ -128,15 +128,7 @@ def cross_entropy_problem(
         msg = "logits must have at least one axis (the class axis); got a 0-d array"
         raise ValueError(msg)
     ax = xp_normalize_axis(axis, logits.ndim)
-    for name, a in (("logits", logits), ("target", target)):
-        # Dask marks an unknown size NaN (the standard: None); torch.compile's
-        # symbolic sizes are neither.
-        if any(n is None or (isinstance(n, float) and math.isnan(n)) for n in a.shape):
-            msg = (
-                f"{name} has a shape with unknown sizes, {tuple(a.shape)} (Dask, after "
-                f"boolean indexing?): call {name}.compute_chunk_sizes() first"
-            )
-            raise ValueError(msg)
+    _check_known_shapes(logits=logits, target=target)
     if reduction not in REDUCTIONS:
         msg = f"reduction must be one of {REDUCTIONS}, got {reduction!r}"
         raise ValueError(msg)
@@ -183,6 +175,19 @@ def cross_entropy_problem(
         f"got dtype {target.dtype}"
     )
     raise TypeError(msg)
+
+
+def _check_known_shapes(**arrays: Array) -> None:
+    """Refuse unknown sizes (Dask after boolean indexing), naming the cure."""
+    for name, a in arrays.items():
+        # Dask marks an unknown size NaN (the standard: None); torch.compile's
+        # symbolic sizes are neither.
+        if any(n is None or (isinstance(n, float) and math.isnan(n)) for n in a.shape):
+            msg = (
+                f"{name} has a shape with unknown sizes, {tuple(a.shape)} (Dask, after "
+                f"boolean indexing?): call {name}.compute_chunk_sizes() first"
+            )
+            raise ValueError(msg)
 
 
 def _class_weights(weight: Array | None, x: Array, axis: int, xp: ModuleType) -> Array | None:
