@@ -9,6 +9,7 @@ test uses worker processes.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -368,11 +369,24 @@ def test_distributed_results_equal_threaded_ones(dask_client):
 
 
 @pytest.mark.slow
-def test_on_a_cluster_of_worker_processes():
+def test_on_a_cluster_of_worker_processes(monkeypatch):
     distributed = pytest.importorskip("distributed")
     rng = np.random.default_rng(8)
     x = rng.normal(size=(400, 300)).astype(np.float32)
     y = rng.integers(0, 300, size=400)
+    # The nanny leaves OMP/OPENBLAS/MKL_NUM_THREADS=1 in this process's
+    # environment, which later subprocesses (the CLI tests) would inherit.
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "MALLOC_TRIM_THRESHOLD_",
+    ):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])  # restored as it was
+        else:
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)  # removed again afterwards
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
