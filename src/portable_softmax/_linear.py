@@ -175,8 +175,8 @@ def linear_cross_entropy_grad(
     >>> d_x, d_W, d_b = ps.linear_cross_entropy_grad(x, W, np.array([1]))
     >>> d_W.round(4)
     array([[ 0.09  ,  0.1801],
-           [-0.7553, -1.5106],
-           [ 0.6652,  1.3304]])
+           [-0.7553, -1.5105],
+           [ 0.6652,  1.3305]])
     >>> d_b is None
     True
     """
@@ -223,7 +223,7 @@ def linear_cross_entropy_with_grad(
     >>> x, W = np.array([[1.0, 2.0]]), np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     >>> loss, (d_x, d_W, d_b) = ps.linear_cross_entropy_with_grad(x, W, np.array([1]))
     >>> round(float(loss), 4), d_x.round(4)
-    (1.4076, array([[0.9552, 0.4202]]))
+    (1.4076, array([[ 0.7553, -0.09  ]]))
     """
     p = linear_problem(
         input, linear_weight, target, linear_bias=linear_bias, weight=weight,

@@ -30,6 +30,8 @@ class InPlaceKernel:
 
     #: The array library (NumPy or torch), for the element-wise math of the merge.
     lib: Any
+    #: Whether the loss with its gradients takes the one-pass schedule where it applies.
+    one_pass = True
 
     # -- primitives ---------------------------------------------------------------
     def empty(self, p: LinearProblem, shape: tuple[int, ...]) -> Any:
@@ -136,7 +138,7 @@ class InPlaceKernel:
 
     def forward(self, p: LinearProblem, *, grad: bool) -> tuple[Any, Any, Grads | None]:
         """``(per-sample losses, logsumexp, gradients or None)``, as ``generic.loss_and_grad``."""
-        one_pass = grad and p.one_pass is not None
+        one_pass = grad and self.one_pass and p.one_pass is not None
         shape = p.one_pass if one_pass else p.blocks
         bufs = self._buffers(p, shape)
         f = generic.multiplier(p)

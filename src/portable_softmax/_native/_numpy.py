@@ -62,7 +62,7 @@ class NumpyBackend(Backend):
         return mean_cross_entropy(logits, target)
 
     def linear_cross_entropy(self, p: LinearProblem, *, grad: bool) -> LinearLossAndGrads | None:
-        return _numpy_linear.linear_cross_entropy(p, grad=grad)
+        return _numpy_linear.linear_cross_entropy(p, grad=grad, pool=_executor())
 
 
 def _takes(x: np.ndarray, where: Array | None) -> bool:
