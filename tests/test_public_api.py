@@ -66,3 +66,17 @@ def test_signatures_of_spec():
     assert list(one_hot.parameters) == ["labels", "num_classes", "dtype", "axis"]
     assert one_hot.parameters["axis"].default == -1
     assert one_hot.parameters["dtype"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_signatures_of_the_linear_cross_entropy():
+    """SPEC §9: one signature for the loss, its gradients and both."""
+    names = ["input", "linear_weight", "target", "linear_bias", "weight", "reduction",
+             "ignore_index", "label_smoothing", "z_loss", "softcap", "chunk_size"]  # fmt: skip
+    linear = (ps.linear_cross_entropy, ps.linear_cross_entropy_grad)
+    for f in (*linear, ps.linear_cross_entropy_with_grad):
+        assert f.__name__ in ps.__all__
+        sig = inspect.signature(f)
+        assert list(sig.parameters) == names
+        assert sig.parameters["target"].kind is inspect.Parameter.POSITIONAL_ONLY
+        assert sig.parameters["linear_bias"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert sig.parameters["chunk_size"].default is None
