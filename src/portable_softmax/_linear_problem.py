@@ -26,7 +26,7 @@ from portable_softmax._compat import (
     xp_eager,
     xp_inputs,
 )
-from portable_softmax._problem import REDUCTIONS
+from portable_softmax._problem import check_reduction_and_smoothing
 
 __all__ = ["TILE_ELEMENTS", "Blocks", "LinearProblem", "block_shapes", "linear_problem"]
 
@@ -305,13 +305,7 @@ def _chunk_size(chunk_size: int | None) -> int | None:
 def _options(
     reduction: str, label_smoothing: float, z_loss: float, softcap: float | None
 ) -> dict[str, Any]:
-    if reduction not in REDUCTIONS:
-        msg = f"reduction must be one of {REDUCTIONS}, got {reduction!r}"
-        raise ValueError(msg)
-    smoothing = float(label_smoothing)
-    if not 0.0 <= smoothing <= 1.0:
-        msg = f"label_smoothing must lie in [0, 1], got {label_smoothing!r}"
-        raise ValueError(msg)
+    smoothing = check_reduction_and_smoothing(reduction, label_smoothing)
     z = float(z_loss)
     if not z >= 0.0:
         msg = f"z_loss must be non-negative, got {z_loss!r}"

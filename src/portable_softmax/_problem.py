@@ -129,13 +129,7 @@ def cross_entropy_problem(
         raise ValueError(msg)
     ax = xp_normalize_axis(axis, logits.ndim)
     _check_known_shapes(logits=logits, target=target)
-    if reduction not in REDUCTIONS:
-        msg = f"reduction must be one of {REDUCTIONS}, got {reduction!r}"
-        raise ValueError(msg)
-    smoothing = float(label_smoothing)
-    if not 0.0 <= smoothing <= 1.0:
-        msg = f"label_smoothing must lie in [0, 1], got {label_smoothing!r}"
-        raise ValueError(msg)
+    smoothing = check_reduction_and_smoothing(reduction, label_smoothing)
     if isinstance(ignore_index, bool) or not (
         ignore_index is None or isinstance(ignore_index, int | np.integer)
     ):
@@ -188,6 +182,18 @@ def _check_known_shapes(**arrays: Array) -> None:
                 f"boolean indexing?): call {name}.compute_chunk_sizes() first"
             )
             raise ValueError(msg)
+
+
+def check_reduction_and_smoothing(reduction: str, label_smoothing: float) -> float:
+    """Check ``reduction`` and ``label_smoothing`` (shared by the losses); return the smoothing."""
+    if reduction not in REDUCTIONS:
+        msg = f"reduction must be one of {REDUCTIONS}, got {reduction!r}"
+        raise ValueError(msg)
+    smoothing = float(label_smoothing)
+    if not 0.0 <= smoothing <= 1.0:
+        msg = f"label_smoothing must lie in [0, 1], got {label_smoothing!r}"
+        raise ValueError(msg)
+    return smoothing
 
 
 def _class_weights(weight: Array | None, x: Array, axis: int, xp: ModuleType) -> Array | None:
