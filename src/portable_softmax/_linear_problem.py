@@ -21,12 +21,9 @@ import numpy as np
 from portable_softmax._compat import (
     Array,
     xp_check_floating,
-    xp_default_dtype,
-    xp_device,
-    xp_eager,
     xp_inputs,
 )
-from portable_softmax._problem import check_reduction_and_smoothing
+from portable_softmax._problem import check_reduction_and_smoothing, class_indices
 
 __all__ = ["TILE_ELEMENTS", "Blocks", "LinearProblem", "block_shapes", "linear_problem"]
 
@@ -100,7 +97,7 @@ class LinearProblem:
     linear_bias: Array | None  # (V,), its own dtype
     indices: Array  # (N,) clipped into [0, V), the default integer dtype
     counted: Array  # (N,) bool: not ignored
-    invalid: Array  # (N,) bool: out of range (reachable where values are not read)
+    invalid: Array | None  # (N,) bool: out of range where values are not read; else None
     checked: bool  # the indices were read and found in range: no NaN rule needed
     weight: Array | None  # (V,) class weights, compute dtype
     reduction: str
@@ -335,26 +332,14 @@ def _class_weights(
 def _index_fields(
     y: Array, n_classes: int, ignore_index: int | None, xp: ModuleType
 ) -> dict[str, Any]:
-    """``indices``, ``counted`` and ``invalid``; raises for a bad index where values are read."""
+    """``indices``, ``counted``, ``invalid`` and ``checked`` (raised for a bad index already)."""
     if isinstance(ignore_index, bool):
         msg = f"ignore_index must be an integer or None, got {ignore_index!r}"
         raise TypeError(msg)
-    y = xp.astype(y, xp_default_dtype(xp, "integral", xp_device(y)), copy=False)
-    in_range = (y >= 0) & (y < n_classes)
-    counted = xp.ones_like(in_range) if ignore_index is None else y != operator.index(ignore_index)
-    invalid = counted & ~in_range
-    readable = xp_eager(y)
-    if readable and bool(xp.any(invalid)):
-        n_bad = int(xp.sum(xp.astype(invalid, xp.int64)))
-        allowed = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
-        msg = (
-            f"target class indices must lie in [0, {n_classes}){allowed}; "
-            f"got {int(y[invalid][0])} ({n_bad} out of range)"
-        )
-        raise ValueError(msg)
+    indices, counted, invalid = class_indices(y, n_classes, ignore_index, xp)
     return {
-        "indices": xp.where(in_range & counted, y, 0),
+        "indices": indices,
         "counted": counted,
         "invalid": invalid,
-        "checked": readable,
+        "checked": invalid is None,
     }

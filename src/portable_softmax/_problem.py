@@ -28,7 +28,13 @@ from portable_softmax._compat import (
     xp_normalize_axis,
 )
 
-__all__ = ["CrossEntropyProblem", "IndexTargets", "ProbabilityTargets", "cross_entropy_problem"]
+__all__ = [
+    "CrossEntropyProblem",
+    "IndexTargets",
+    "ProbabilityTargets",
+    "class_indices",
+    "cross_entropy_problem",
+]
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -231,16 +237,49 @@ def _index_fields(
     ignore_index: int | None,
     where: Array | None,
     xp: ModuleType,
-) -> dict[str, Array]:
+) -> dict[str, Array | None]:
     """``indices``, ``counted`` and ``invalid``; raises for a bad index on eager backends."""
     n_classes = x.shape[axis]
-    idx_dtype = xp_default_dtype(xp, "integral", xp_device(x))
-    y = xp.astype(target, idx_dtype, copy=False)
-    in_range = (y >= 0) & (y < n_classes)
-    counted = xp.ones_like(in_range) if ignore_index is None else y != operator.index(ignore_index)
-    invalid = counted & ~in_range
-    if xp_eager(y) and bool(xp.any(invalid)):
-        n_bad = int(xp.sum(xp.astype(invalid, idx_dtype, copy=False)))
+    indices, counted, invalid = class_indices(target, n_classes, ignore_index, xp)
+    if where is not None:
+        classes = xp.arange(n_classes, dtype=indices.dtype, device=xp_device(indices))
+        shape = [1] * x.ndim
+        shape[axis] = n_classes
+        hits = xp.expand_dims(indices, axis=axis) == xp.reshape(classes, tuple(shape))
+        masked = counted & ~xp.any(hits & where, axis=axis)
+        if invalid is None:
+            if bool(xp.any(masked)):
+                msg = (
+                    f"target class index {int(target[masked][0])} falls on a class masked by where"
+                )
+                raise ValueError(msg)
+        else:
+            invalid = invalid | masked
+    return {"indices": indices, "counted": counted, "invalid": invalid}
+
+
+def class_indices(
+    target: Array, n_classes: int, ignore_index: int | None, xp: ModuleType
+) -> tuple[Array, Array, Array | None]:
+    """Check class-index targets: ``(indices, counted, invalid)``.
+
+    ``indices`` in the default integer dtype, 0 where a sample is not
+    counted or out of range; ``counted`` (bool) false where the target is
+    ``ignore_index``.  Where values can be read an index outside ``[0, C)``
+    is a ``ValueError`` and ``invalid`` is None; elsewhere (JAX, Dask,
+    traced tensors) ``invalid`` marks those samples, for a NaN loss.
+    """
+    y = xp.astype(target, xp_default_dtype(xp, "integral", xp_device(target)), copy=False)
+    bad = (y < 0) | (y >= n_classes)
+    if ignore_index is None:
+        counted = xp.ones(y.shape, dtype=xp.bool, device=xp_device(y))
+    else:
+        counted = y != operator.index(ignore_index)
+        bad = bad & counted
+    if not xp_eager(y):
+        return xp.where(bad | ~counted, 0, y), counted, bad
+    if bool(xp.any(bad)):
+        n_bad = int(xp.sum(xp.astype(bad, y.dtype, copy=False)))
         allowed = (
             " (padding with -100, as torch does? pass ignore_index=-100)"
             if ignore_index is None
@@ -248,21 +287,10 @@ def _index_fields(
         )
         msg = (
             f"target class indices must lie in [0, {n_classes}){allowed}; "
-            f"got {int(y[invalid][0])} ({n_bad} out of range)"
+            f"got {int(y[bad][0])} ({n_bad} out of range)"
         )
         raise ValueError(msg)
-    indices = xp.where(in_range & counted, y, 0)
-    if where is not None:
-        classes = xp.arange(n_classes, dtype=idx_dtype, device=xp_device(y))
-        shape = [1] * x.ndim
-        shape[axis] = n_classes
-        hits = xp.expand_dims(indices, axis=axis) == xp.reshape(classes, tuple(shape))
-        masked = counted & in_range & ~xp.any(hits & where, axis=axis)
-        if xp_eager(y) and bool(xp.any(masked)):
-            msg = f"target class index {int(y[masked][0])} falls on a class masked by where"
-            raise ValueError(msg)
-        invalid = invalid | masked
-    return {"indices": indices, "counted": counted, "invalid": invalid}
+    return (y if ignore_index is None else xp.where(counted, y, 0)), counted, None
 
 
 def _mass_on_masked(probs: Array, where: Array, axis: int, xp: ModuleType) -> Array:

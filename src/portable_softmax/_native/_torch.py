@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import portable_softmax._native._torch_autograd as _torch_autograd
 import portable_softmax._native._torch_linear as _torch_linear
 from portable_softmax._compat import Array, xp_traced
 from portable_softmax._generic import losses as generic
@@ -24,24 +25,30 @@ __all__ = ["TorchBackend"]
 
 
 class TorchBackend(Backend):
-    """``torch.Tensor`` on any device, normalised over one axis."""
+    """``torch.Tensor`` on any device: torch's kernels eagerly, closed-form backwards traced."""
 
     name = "torch"
 
     def softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
-        return softmax(x, axes[0]) if _takes(x, axes, where) else None
+        if where is not None:
+            return None
+        if xp_traced(x):
+            return _torch_autograd.softmax(x, axes)
+        return softmax(x, axes[0]) if len(axes) == 1 else None
 
     def log_softmax(self, x: Array, axes: tuple[int, ...], where: Array | None) -> Array | None:
-        if not _takes(x, axes, where):
+        if where is not None:
             return None
-        if x.ndim == 1:
-            # The row repair indexes rows: give it one.
-            out = log_softmax(x[None], 1)
-            return None if out is None else out[0]
+        if xp_traced(x):
+            return _torch_autograd.log_softmax(x, axes)
+        if len(axes) != 1:
+            return None
         return log_softmax(x, axes[0])
 
     def logsumexp(self, x: Array, axes: tuple[int, ...]) -> Array | None:
-        return logsumexp(x, axes[0]) if _takes(x, axes, None) else None
+        if xp_traced(x):
+            return _torch_autograd.logsumexp(x, axes)
+        return logsumexp(x, axes[0]) if len(axes) == 1 else None
 
     def cross_entropy(
         self, p: CrossEntropyProblem, *, loss: bool, grad: bool
@@ -60,13 +67,6 @@ class TorchBackend(Backend):
 
     def linear_cross_entropy(self, p: LinearProblem, *, grad: bool) -> LinearLossAndGrads | None:
         return _torch_linear.linear_cross_entropy(p, grad=grad)
-
-
-def _takes(x: Array, axes: tuple[int, ...], where: Array | None) -> bool:
-    # The guards read values, which meta tensors lack and torch.compile and
-    # torch.func cannot read without a graph break: there the generic code
-    # runs, which inductor fuses as well as torch's own kernels.
-    return where is None and len(axes) == 1 and not xp_traced(x)
 
 
 # torch's fused CPU/CUDA kernels; float32 rows longer than this are computed in
@@ -114,7 +114,7 @@ def cross_entropy(p: IndexTargets) -> Any | None:
     import torch
     import torch.nn.functional as F
 
-    x = p.logits if p.logits.ndim == 1 else torch.movedim(p.logits, p.axis, 1)
+    x = p.logits if p.logits.ndim == 1 or p.axis == 1 else torch.movedim(p.logits, p.axis, 1)
     target = torch.where(p.counted, p.indices, -100)
     loss = F.cross_entropy(
         x, target, weight=p.weight, ignore_index=-100, reduction=p.reduction,
@@ -163,25 +163,23 @@ def log_softmax(x: Any, dim: int) -> Any | None:
     import torch
 
     out = call(torch.log_softmax, x, dim, check=False)
-    top = out.amax(dim)
+    m, at = torch.max(x, dim, keepdim=True)
+    top = out.gather(dim, at)
     redo = ~(top < DOMINANT_LOG_PROB)  # a dominant entry, or a NaN row
     if not bool(redo.any()):
         return out
     if bool(torch.isnan(top).any()):
         # An infinite maximum or a NaN input: the generic path defines those rows.
         return None
-    fixed = _log1p_rows(x.movedim(dim, -1)[redo])
+    # The dominant entry's log-probability is -log1p(sum of the others'
+    # exp(x - max)), from the inputs: one dense pass over every row, which
+    # gives a row without a dominant entry its own value back.
+    rest = torch.exp(x - m).scatter(dim, at, 0.0).sum(dim, keepdim=True)
+    fixed = torch.where(redo, -torch.log1p(rest), top).to(out.dtype)
     if x.requires_grad and torch.is_grad_enabled():
         # torch.log_softmax's backward reads its output: nothing in place.
-        return out.movedim(dim, -1).index_put((redo,), fixed).movedim(-1, dim)
-    out.movedim(dim, -1)[redo] = fixed.to(out.dtype)
-    return out
-
-
-def _log1p_rows(x: Any) -> Any:
-    """log_softmax of the rows of ``x`` (last axis) in the log1p form, finite maxima only."""
-    _, shifted, log_z = _shift_and_log_z(x, -1)
-    return shifted - log_z
+        return out.scatter(dim, at, fixed)
+    return out.scatter_(dim, at, fixed)
 
 
 def _shift_and_log_z(x: Any, dim: int) -> tuple[Any, Any, Any]:
