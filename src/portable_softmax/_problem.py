@@ -78,6 +78,7 @@ class IndexTargets(_Common):
 
     indices: Array  # clipped into [0, C) and onto kept classes, the default integer dtype
     counted: Array  # bool: not ignored
+    ignores: bool  # an ignore_index was given (else counted is all True)
     # Computed once, on first use (not functools.cached_property: its lock in
     # Python 3.11 breaks torch.compile's graph).
     _cache: dict[str, tuple[Array, Array]] = field(default_factory=dict, repr=False)
@@ -237,8 +238,8 @@ def _index_fields(
     ignore_index: int | None,
     where: Array | None,
     xp: ModuleType,
-) -> dict[str, Array | None]:
-    """``indices``, ``counted`` and ``invalid``; raises for a bad index on eager backends."""
+) -> dict[str, Any]:
+    """The index fields of :class:`IndexTargets`; raises for a bad index on eager backends."""
     n_classes = x.shape[axis]
     indices, counted, invalid = class_indices(target, n_classes, ignore_index, xp)
     if where is not None:
@@ -255,7 +256,12 @@ def _index_fields(
                 raise ValueError(msg)
         else:
             invalid = invalid | masked
-    return {"indices": indices, "counted": counted, "invalid": invalid}
+    return {
+        "indices": indices,
+        "counted": counted,
+        "invalid": invalid,
+        "ignores": ignore_index is not None,
+    }
 
 
 def class_indices(

@@ -10,6 +10,7 @@ NaN (an infinite maximum) go back to the generic path, which defines them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import portable_softmax._native._torch_autograd as _torch_autograd
@@ -115,13 +116,14 @@ def cross_entropy(p: IndexTargets) -> Any | None:
     import torch.nn.functional as F
 
     x = p.logits if p.logits.ndim == 1 or p.axis == 1 else torch.movedim(p.logits, p.axis, 1)
-    target = torch.where(p.counted, p.indices, -100)
+    target = torch.where(p.counted, p.indices, -100) if p.ignores else p.indices
     loss = F.cross_entropy(
         x, target, weight=p.weight, ignore_index=-100, reduction=p.reduction,
         label_smoothing=p.smoothing,
     )  # fmt: skip
     # A mean over nothing is NaN there (inf with smoothing): ours is 0.
-    return loss if bool(torch.isfinite(loss).all()) else None
+    finite = math.isfinite(loss) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
+    return loss if finite else None
 
 
 def mean_cross_entropy(x: Any, y: Any) -> tuple[Any, Any] | None:
@@ -163,23 +165,58 @@ def log_softmax(x: Any, dim: int) -> Any | None:
     import torch
 
     out = call(torch.log_softmax, x, dim, check=False)
-    m, at = torch.max(x, dim, keepdim=True)
-    top = out.gather(dim, at)
-    redo = ~(top < DOMINANT_LOG_PROB)  # a dominant entry, or a NaN row
-    if not bool(redo.any()):
+    # One number tells whether any row needs a second look (a small call
+    # costs what its torch calls cost).
+    highest = float(out.amax()) if out.numel() else -math.inf
+    if highest < DOMINANT_LOG_PROB:
         return out
-    if bool(torch.isnan(top).any()):
+    if math.isnan(highest):
         # An infinite maximum or a NaN input: the generic path defines those rows.
         return None
-    # The dominant entry's log-probability is -log1p(sum of the others'
-    # exp(x - max)), from the inputs: one dense pass over every row, which
-    # gives a row without a dominant entry its own value back.
-    rest = torch.exp(x - m).scatter(dim, at, 0.0).sum(dim, keepdim=True)
-    fixed = torch.where(redo, -torch.log1p(rest), top).to(out.dtype)
+    top, at = torch.max(out, dim, keepdim=True)
+    redo = top >= DOMINANT_LOG_PROB
+    if x.numel() <= _DENSE_REPAIR or x.ndim == 1:
+        # Few elements: the cost is the number of torch calls, so every row
+        # is repaired at once, with no indexing.
+        fixed = torch.where(redo, _dominant_log_prob(x, at, dim), top).to(out.dtype)
+        return _put(out, lambda o: o.scatter_(dim, at, fixed), x)
+    rows = redo.squeeze(dim)
+    fixed = _log1p_rows(x.movedim(dim, -1)[rows]).to(out.dtype)
+    return _put(out, lambda o: o.movedim(dim, -1).index_put_((rows,), fixed), x)
+
+
+# Inputs up to this many elements repair all rows densely, larger ones only
+# the rows with a dominant entry.
+_DENSE_REPAIR = 2**15
+
+
+def _put(out: Any, write: Any, x: Any) -> Any:
+    """``write(out)`` in place, or on a copy where autograd records torch.log_softmax."""
+    import torch
+
     if x.requires_grad and torch.is_grad_enabled():
-        # torch.log_softmax's backward reads its output: nothing in place.
-        return out.scatter(dim, at, fixed)
-    return out.scatter_(dim, at, fixed)
+        # torch.log_softmax's backward reads its output: a copy keeps it.
+        out = out.clone()
+    write(out)
+    return out
+
+
+def _dominant_log_prob(x: Any, at: Any, dim: int) -> Any:
+    """Per row, the log-probability of the entry ``at`` (the maximum) by log1p.
+
+    ``-log1p(sum of the other entries' exp(x - max))``, from the inputs:
+    accurate to a few ulp where that entry dominates its row.
+    """
+    import torch
+
+    m = x.gather(dim, at)
+    return -torch.log1p(torch.exp(x - m).scatter(dim, at, 0.0).sum(dim, keepdim=True))
+
+
+def _log1p_rows(x: Any) -> Any:
+    """log_softmax of the rows of ``x`` (last axis) in the log1p form, finite maxima only."""
+    _, shifted, log_z = _shift_and_log_z(x, -1)
+    return shifted - log_z
 
 
 def _shift_and_log_z(x: Any, dim: int) -> tuple[Any, Any, Any]:
@@ -207,7 +244,7 @@ def logsumexp(x: Any, dim: int) -> Any | None:
     if x.requires_grad and torch.is_grad_enabled() and not bool(torch.isfinite(value).all()):
         # torch's backward is NaN on those rows; the generic path's is not.
         return None
-    if not bool((value.abs() < 1.0).any()):
+    if not float(value.abs().amin()) < 1.0:  # NaN rows stay NaN
         return value
     m, _, log_z = _shift_and_log_z(x, dim)
     return torch.where(torch.isinf(m), value, m + log_z)
