@@ -107,8 +107,14 @@ def zero_losses(p: CrossEntropyProblem) -> Array:
     return p.xp.sum(p.logits * 0.0, axis=p.axis)
 
 
-def per_sample_losses(p: CrossEntropyProblem, logp: Array) -> Array:
-    """Per-sample loss (shape of the logits without the class axis) from ``log_softmax``."""
+def per_sample_losses(
+    p: CrossEntropyProblem, logp: Array, target_logp: Array | None = None
+) -> Array:
+    """Per-sample loss (shape of the logits without the class axis) from ``log_softmax``.
+
+    ``target_logp``, the log-probabilities of the class-index targets, may
+    come from a backend's own gather; by default they are gathered here.
+    """
     xp = p.xp
     if isinstance(p, ProbabilityTargets):
         q = _smoothed_probs(p)
@@ -121,7 +127,8 @@ def per_sample_losses(p: CrossEntropyProblem, logp: Array) -> Array:
     w_y, _ = p.target_weights
     # A zero weight hides a -inf log-probability: mask logp, not the product,
     # so that no 0 * inf is formed (a NaN for autodiff and jax.debug_nans).
-    loss = -w_y * xp.where(w_y == 0, 0.0, _gather(p, logp))
+    picked = _gather(p, logp) if target_logp is None else target_logp
+    loss = -w_y * xp.where(w_y == 0, 0.0, picked)
     if eps > 0:
         # A zero weight, or a class masked by where, hides its -inf logit.
         w = _per_class_weights(p) * _uniform(p)

@@ -54,8 +54,12 @@ class TorchBackend(Backend):
     def cross_entropy(
         self, p: CrossEntropyProblem, *, loss: bool, grad: bool
     ) -> LossAndGrad | None:
-        if not isinstance(p, IndexTargets) or p.where is not None or xp_traced(p.logits):
+        if not isinstance(p, IndexTargets) or p.where is not None:
             return None
+        if xp_traced(p.logits):
+            # An empty batch takes the generic path's zero loss.
+            empty = not p.logits.numel()
+            return None if grad or empty else (traced_cross_entropy(p), None)
         if not grad:
             value = cross_entropy(p)
             return None if value is None else (value, None)
@@ -126,6 +130,13 @@ def cross_entropy(p: IndexTargets) -> Any | None:
     return loss if finite else None
 
 
+def traced_cross_entropy(p: IndexTargets) -> Any:
+    """The generic loss from the closed-form-backward kernels: what ``torch.compile`` fuses."""
+    logp = _torch_autograd.log_softmax(p.logits, (p.axis,))
+    picked = _torch_autograd.pick(logp, p.expand(p.indices), p.axis).squeeze(p.axis)
+    return generic.reduce(p, generic.per_sample_losses(p, logp, picked))
+
+
 def mean_cross_entropy(x: Any, y: Any) -> tuple[Any, Any] | None:
     import torch
     import torch.nn.functional as F
@@ -167,7 +178,7 @@ def log_softmax(x: Any, dim: int) -> Any | None:
     out = call(torch.log_softmax, x, dim, check=False)
     # One number tells whether any row needs a second look (a small call
     # costs what its torch calls cost).
-    highest = float(out.amax()) if out.numel() else -math.inf
+    highest = _number(out.amax()) if out.numel() else -math.inf
     if highest < DOMINANT_LOG_PROB:
         return out
     if math.isnan(highest):
@@ -183,6 +194,11 @@ def log_softmax(x: Any, dim: int) -> Any | None:
     rows = redo.squeeze(dim)
     fixed = _log1p_rows(x.movedim(dim, -1)[rows]).to(out.dtype)
     return _put(out, lambda o: o.movedim(dim, -1).index_put_((rows,), fixed), x)
+
+
+def _number(t: Any) -> float:
+    """The value of a 0-d tensor, read outside autograd."""
+    return float(t.detach() if t.requires_grad else t)
 
 
 # Inputs up to this many elements repair all rows densely, larger ones only
@@ -244,7 +260,7 @@ def logsumexp(x: Any, dim: int) -> Any | None:
     if x.requires_grad and torch.is_grad_enabled() and not bool(torch.isfinite(value).all()):
         # torch's backward is NaN on those rows; the generic path's is not.
         return None
-    if not float(value.abs().amin()) < 1.0:  # NaN rows stay NaN
+    if not _number(value.abs().amin()) < 1.0:  # NaN rows stay NaN
         return value
     m, _, log_z = _shift_and_log_z(x, dim)
     return torch.where(torch.isinf(m), value, m + log_z)

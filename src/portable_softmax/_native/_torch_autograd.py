@@ -9,7 +9,8 @@ forward and give autograd the closed forms instead:
 
 - ``softmax``: ``s * (g - sum(g * s))``;
 - ``log_softmax``: ``g - exp(out) * sum(g)``;
-- ``logsumexp``: ``g * softmax(x)``.
+- ``logsumexp``: ``g * softmax(x)``;
+- ``pick`` (the target's log-probability): ``g`` where the class matches.
 
 At the special rows (a row of ``-inf``, ``+inf`` entries, NaN) each gives
 what autodiff through the generic code gives, as the eager functions do.  Dynamo
@@ -27,7 +28,7 @@ import torch
 from portable_softmax._compat import xp_namespace
 from portable_softmax._generic import softmax as generic
 
-__all__ = ["log_softmax", "logsumexp", "softmax"]
+__all__ = ["log_softmax", "logsumexp", "pick", "softmax"]
 
 
 def _infinite_rows(x: Any, dims: tuple[int, ...]) -> Any:
@@ -58,51 +59,91 @@ class _Softmax(torch.autograd.Function):
         return torch.where(infinite, 0.0, gs - s * gs.sum(ctx.dims, keepdim=True)), None
 
 
+def _row_stats(x: Any, dims: tuple[int, ...]) -> tuple[Any, Any, Any]:
+    """``(shifted, m, log_z)``: the generic code's max shift and log-normaliser."""
+    xp = xp_namespace(torch)
+    shifted, m, m0 = generic.shift(x, dims, xp)
+    return shifted, m, generic.log_normalizer(x, shifted, m, m0, dims, xp)
+
+
+def _probabilities(x: Any, m: Any, log_z: Any) -> Any:
+    """softmax(x) again from the saved row statistics: one pass over ``x``, no reduction."""
+    m0 = torch.where(m == -math.inf, 0.0, m)
+    return torch.exp(torch.where(x == math.inf, 0.0, x - m0) - log_z)
+
+
 class _LogSoftmax(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Any, dims: tuple[int, ...]) -> tuple[Any, Any]:
-        return generic.log_softmax(x, dims, None, xp_namespace(torch)), _infinite_rows(x, dims)
+    def forward(x: Any, dims: tuple[int, ...]) -> tuple[Any, Any, Any]:
+        shifted, m, log_z = _row_stats(x, dims)
+        return shifted - log_z, m, log_z
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, Any]) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, Any, Any]) -> None:
         ctx.dims = inputs[1]
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(*output)
+        ctx.mark_non_differentiable(*output[1:])
+        # The input and two numbers a row, not the output: a loss that
+        # gathers from the output (cross-entropy) then never writes it.
+        ctx.save_for_backward(inputs[0], *output[1:])
 
     @staticmethod
-    def backward(ctx: Any, g: Any, _: Any) -> tuple[Any, None]:
-        out, infinite = ctx.saved_tensors
-        s = torch.exp(out)
-        # In a row with +inf entries (probability 1/k each) autodiff through
-        # the generic code sees them as one: each gets their mean gradient.
-        tied = infinite & (s > 0)
-        g = torch.where(tied, (g * s).sum(ctx.dims, keepdim=True), g)
-        return g - s * g.sum(ctx.dims, keepdim=True), None
+    def backward(ctx: Any, g: Any, *_: Any) -> tuple[Any, None]:
+        x, m, log_z = ctx.saved_tensors
+        dims = ctx.dims
+        s = _probabilities(x, m, log_z)
+        # In a row with k entries +inf autodiff through the generic code
+        # sees those entries as one: each gets their mean gradient (and k is
+        # exp(log_z) there).
+        tied = (m == math.inf) & (x == math.inf)
+        mean = torch.where(tied, g, 0.0).sum(dims, keepdim=True) * torch.exp(-log_z)
+        return torch.where(tied, mean, g) - s * g.sum(dims, keepdim=True), None
 
 
 class _LogSumExp(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Any, dims: tuple[int, ...]) -> Any:
-        return generic.logsumexp(x, dims, xp_namespace(torch))
+    def forward(x: Any, dims: tuple[int, ...]) -> tuple[Any, Any, Any]:
+        _, m, log_z = _row_stats(x, dims)
+        return m + log_z, m, log_z
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, Any, Any]) -> None:
+        ctx.dims = inputs[1]
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(inputs[0], *output[1:])
+
+    @staticmethod
+    def backward(ctx: Any, g: Any, *_: Any) -> tuple[Any, None]:
+        x, m, log_z = ctx.saved_tensors
+        # A row of -inf: autodiff through the generic code sends the
+        # gradient to its maximum, which every entry shares.
+        uniform = m.numel() / x.numel()
+        return g * torch.where(m == -math.inf, uniform, _probabilities(x, m, log_z)), None
+
+
+class _Pick(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a: Any, index: Any, dim: int) -> Any:
+        return torch.take_along_dim(a, index, dim)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.dims = inputs[1]
-        # The softmax is computed again in the backward: saving it would keep
-        # an input-sized array alive for a result the size of a row count.
-        ctx.save_for_backward(inputs[0], output)
+        a, index, ctx.dim = inputs
+        ctx.size = a.shape[ctx.dim]
+        ctx.save_for_backward(index)
 
     @staticmethod
-    def backward(ctx: Any, g: Any) -> tuple[Any, None]:
-        x, out = ctx.saved_tensors
-        s = generic.softmax(x, ctx.dims, None, xp_namespace(torch))
-        # A row of -inf: autodiff through the generic code sends the
-        # gradient to its maximum, which every entry shares.
-        return g * torch.where(out == -math.inf, out.numel() / x.numel(), s), None
+    def backward(ctx: Any, g: Any) -> tuple[Any, None, None]:
+        (index,) = ctx.saved_tensors
+        shape = [1] * index.ndim
+        shape[ctx.dim] = ctx.size
+        classes = torch.arange(ctx.size, device=index.device).reshape(shape)
+        return torch.where(index == classes, g, 0.0), None, None
 
 
 def softmax(x: Any, dims: tuple[int, ...]) -> Any:
@@ -117,4 +158,14 @@ def log_softmax(x: Any, dims: tuple[int, ...]) -> Any:
 
 def logsumexp(x: Any, dims: tuple[int, ...]) -> Any:
     """Log-sum-exp over ``dims`` (keepdims), differentiated in closed form."""
-    return _LogSumExp.apply(x, dims)
+    return _LogSumExp.apply(x, dims)[0]
+
+
+def pick(a: Any, index: Any, dim: int) -> Any:
+    """``take_along_dim(a, index, dim)`` whose backward compares, not scatters.
+
+    Autograd's backward of a gather is a scatter into a zero array of
+    ``a``'s size, which Inductor writes out; the comparison with the class
+    numbers fuses into the pass that uses it.
+    """
+    return _Pick.apply(a, index, dim)
