@@ -35,26 +35,44 @@ def test_jax_training_matches_numpy(momentum):
     np.testing.assert_allclose(h_jx.loss, h_np.loss, rtol=1e-5)
 
 
-def test_jax_step_compiles_once():
-    """One compilation for the whole run (two with momentum: the velocity appears)."""
-    X, y = _data()
-    model = ps.SoftmaxRegression(20, 4, xp=jnp)
-    ps.train(model, jnp.asarray(X), jnp.asarray(y), batch_size=32, steps=5)  # warm the kernels
-    with jax.log_compiles(True):
-        import logging
+def _compilations(run):
+    """The step compilations (``pure``) that ``run()`` triggers."""
+    import logging
 
-        records = []
-        handler = logging.Handler()
-        handler.emit = records.append
-        logger = logging.getLogger("jax")
-        logger.addHandler(handler)
-        try:
-            model = ps.SoftmaxRegression(20, 4, xp=jnp)
-            ps.train(model, jnp.asarray(X), jnp.asarray(y), batch_size=32, steps=40)
-        finally:
-            logger.removeHandler(handler)
-    compiled = [r for r in records if "Compiling" in r.getMessage() and "pure" in r.getMessage()]
-    assert len(compiled) <= 1, [r.getMessage() for r in compiled]
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            run()
+    finally:
+        logger.removeHandler(handler)
+    return [
+        r.getMessage()
+        for r in records
+        if "Compiling" in r.getMessage() and "pure" in r.getMessage()
+    ]
+
+
+def test_jax_step_compiles_once():
+    """One compilation for the whole run, none for a second run with the same settings."""
+    X, y = _data()
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+
+    def run(lr=0.5):
+        model = ps.SoftmaxRegression(20, 4, xp=jnp)
+        ps.train(model, Xj, yj, optimizer=ps.SGD(lr), batch_size=32, steps=40)
+        return model
+
+    assert len(_compilations(lambda: run(0.3))) <= 1
+    assert _compilations(lambda: run(0.3)) == []
+    # Other hyperparameters are another computation, not the cached one.
+    assert len(_compilations(lambda: run(0.05))) == 1
+    m_np = ps.SoftmaxRegression(20, 4)
+    ps.train(m_np, X, y, optimizer=ps.SGD(0.05), batch_size=32, steps=40)
+    np.testing.assert_allclose(np.asarray(run(0.05).W), m_np.W, rtol=1e-5, atol=1e-6)
 
 
 class _Data:

@@ -6,8 +6,9 @@ loop commits (it changes neither the model nor the optimizer), so an
 interrupted step leaves nothing half done.  On JAX the whole step -- the
 gather of the batch, the forward pass, the closed-form gradients and the
 update -- is one ``jax.jit`` computation, compiled on the first step (and
-once more on the second with momentum, when the velocity appears); the
-optimizer's hyperparameters are read when it compiles.
+once more on the second with momentum, when the velocity appears) and kept
+for later runs with the same optimizer settings; the optimizer's
+hyperparameters are read when it compiles.
 """
 
 from __future__ import annotations
@@ -56,22 +57,37 @@ def _gradients(model: SoftmaxRegression, params: list[Array], X: Array, y: Array
     return twin.gradients(X, y)
 
 
+# The compiled steps, one per model class and optimizer setting: a second
+# run (a notebook, a sweep over seeds) reuses the compilation; jax.jit
+# compiles again by itself for other shapes or dtypes.
+_JAX_STEPS: dict[tuple[Any, ...], Any] = {}
+
+
 def _jax_step(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> StepFunction:
     import jax
     import jax.numpy as jnp
 
-    def pure(params: list[Array], velocity: Any, X: Array, y: Array, rows: Array) -> Any:
-        Xb, yb = jnp.take(X, rows, axis=0), jnp.take(y, rows, axis=0)
-        loss, grads = _gradients(model, params, Xb, yb)
-        new_params, new_velocity = optimizer.update(params, grads, velocity)
-        return loss, new_params, new_velocity
+    key = (type(model), tuple(sorted(optimizer.hyperparameters.items())))
+    if key not in _JAX_STEPS:
+        # Copies: the step reads the model's class and the optimizer's
+        # hyperparameters only, and must not keep the caller's objects.
+        model, optimizer = copy.copy(model), SGD(**optimizer.hyperparameters)
 
-    # No donated buffers: the committed parameters are also the model's
-    # (and the checkpoint's, on an interrupt), and JAX's CPU backend ignores
-    # donation anyway.
-    compiled = jax.jit(pure)
+        def pure(params: list[Array], velocity: Any, X: Array, y: Array, rows: Array) -> Any:
+            Xb, yb = jnp.take(X, rows, axis=0), jnp.take(y, rows, axis=0)
+            loss, grads = _gradients(model, params, Xb, yb)
+            new_params, new_velocity = optimizer.update(params, grads, velocity)
+            return loss, new_params, new_velocity
+
+        # No donated buffers: the committed parameters are also the model's
+        # (and the checkpoint's, on an interrupt), and JAX's CPU backend
+        # ignores donation anyway.
+        _JAX_STEPS[key] = jax.jit(pure)
+    compiled = _JAX_STEPS[key]
 
     def step(params: list[Array], velocity: Any, rows: np.ndarray) -> Any:
-        return compiled(params, velocity, data.X, data.y, jnp.asarray(rows))
+        # The batch's row numbers go in as a NumPy array: jit moves it with
+        # the call, cheaper than a jnp.asarray of its own.
+        return compiled(params, velocity, data.X, data.y, rows)
 
     return step
