@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -35,29 +37,17 @@ def test_jax_training_matches_numpy(momentum):
     np.testing.assert_allclose(h_jx.loss, h_np.loss, rtol=1e-5)
 
 
-def _compilations(run):
-    """The step compilations (``pure``) that ``run()`` triggers."""
-    import logging
-
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger("jax")
-    logger.addHandler(handler)
-    try:
-        with jax.log_compiles(True):
-            run()
-    finally:
-        logger.removeHandler(handler)
-    return [
-        r.getMessage()
-        for r in records
-        if "Compiling" in r.getMessage() and "pure" in r.getMessage()
-    ]
+def _compilations(run, caplog):
+    """The compilations of the step and of runs of steps that ``run()`` triggers."""
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="jax"), jax.log_compiles(True):
+        run()
+    messages = [r.getMessage() for r in caplog.records]
+    return [m for m in messages if "Compiling jit(step)" in m or "Compiling jit(run)" in m]
 
 
-def test_jax_step_compiles_once():
-    """One compilation for the whole run, none for a second run with the same settings."""
+def test_jax_step_compiles_once(caplog):
+    """A few compilations for the whole run (one per run length), none for a second run."""
     X, y = _data()
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
 
@@ -66,10 +56,10 @@ def test_jax_step_compiles_once():
         ps.train(model, Xj, yj, optimizer=ps.SGD(lr), batch_size=32, steps=40)
         return model
 
-    assert len(_compilations(lambda: run(0.3))) <= 1
-    assert _compilations(lambda: run(0.3)) == []
+    assert 1 <= len(_compilations(lambda: run(0.3), caplog)) <= 3
+    assert _compilations(lambda: run(0.3), caplog) == []
     # Other hyperparameters are another computation, not the cached one.
-    assert len(_compilations(lambda: run(0.05))) == 1
+    assert _compilations(lambda: run(0.05), caplog)
     m_np = ps.SoftmaxRegression(20, 4)
     ps.train(m_np, X, y, optimizer=ps.SGD(0.05), batch_size=32, steps=40)
     np.testing.assert_allclose(np.asarray(run(0.05).W), m_np.W, rtol=1e-5, atol=1e-6)
@@ -97,3 +87,32 @@ def test_the_step_is_pure():
         assert float(np.abs(np.asarray(model.W)).max()) == 0.0 and opt.velocity is None
         assert np.isfinite(float(loss)) and velocity is not None
         assert float(np.abs(np.asarray(params[0])).max()) > 0
+
+
+def test_jax_runs_of_steps_match_numpy_with_evaluations_checkpoints_and_resume(tmp_path):
+    """Runs of steps (one lax.scan each) end where an evaluation or a checkpoint is due."""
+    X, y = _data()
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+    opt = {"lr": 0.1, "momentum": 0.9}
+    args = {"batch_size": 32, "steps": 253, "seed": 5, "eval_every": 30}
+    m_np = ps.SoftmaxRegression(20, 4)
+    h_np = ps.train(m_np, X, y, optimizer=ps.SGD(**opt), eval_data=(X, y), **args)
+    path = tmp_path / "run.npz"
+    m_jx = ps.SoftmaxRegression(20, 4, xp=jnp)
+    h_jx = ps.train(
+        m_jx, Xj, yj, optimizer=ps.SGD(**opt), eval_data=(Xj, yj), checkpoint=path,
+        checkpoint_every=47, **args,
+    )  # fmt: skip
+    np.testing.assert_allclose(np.asarray(m_jx.W), m_np.W, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_jx.loss, h_np.loss, rtol=1e-5)
+    assert h_jx.eval_step == h_np.eval_step == [*range(30, 253, 30), 253]
+    np.testing.assert_allclose(h_jx.eval_accuracy, h_np.eval_accuracy)
+    # A run cut at step 141 (a checkpoint), resumed: the same weights and losses.
+    part = ps.SoftmaxRegression(20, 4, xp=jnp)
+    ps.train(part, Xj, yj, optimizer=ps.SGD(**opt), checkpoint=path, checkpoint_every=47,
+             **{**args, "steps": 141})  # fmt: skip
+    resumed = ps.SoftmaxRegression(20, 4, xp=jnp)
+    h_re = ps.train(resumed, Xj, yj, optimizer=ps.SGD(**opt), checkpoint=path, resume=True,
+                    **{k: v for k, v in args.items() if k != "eval_every"})  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(resumed.W), np.asarray(m_jx.W))
+    np.testing.assert_array_equal(h_re.loss, h_jx.loss)

@@ -23,9 +23,10 @@ from portable_softmax._compat import Array, is_jax_namespace
 from portable_softmax.model import SoftmaxRegression
 from portable_softmax.optim import SGD
 
-__all__ = ["StepFunction", "make_step"]
+__all__ = ["RunFunction", "StepFunction", "make_run", "make_step"]
 
 StepFunction = Callable[[list[Array], list[Array] | None, np.ndarray], tuple[Array, list, Any]]
+RunFunction = StepFunction  # the same signature: rows (steps, batch) in, losses (steps,) out
 
 
 class _Batches(Protocol):
@@ -57,33 +58,53 @@ def _gradients(model: SoftmaxRegression, params: list[Array], X: Array, y: Array
     return twin.gradients(X, y)
 
 
-# The compiled steps, one per model class and optimizer setting: a second
-# run (a notebook, a sweep over seeds) reuses the compilation; jax.jit
-# compiles again by itself for other shapes or dtypes.
+# The compiled steps and runs of steps, per model class and optimizer
+# setting: a second run (a notebook, a sweep over seeds) reuses the
+# compilation; jax.jit compiles again by itself for other shapes or dtypes.
 _JAX_STEPS: dict[tuple[Any, ...], Any] = {}
 
 
-def _jax_step(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> StepFunction:
-    import jax
+def _jax_pure_step(model: SoftmaxRegression, optimizer: SGD) -> Callable[..., Any]:
     import jax.numpy as jnp
 
-    key = (type(model), tuple(sorted(optimizer.hyperparameters.items())))
-    if key not in _JAX_STEPS:
-        # Copies: the step reads the model's class and the optimizer's
-        # hyperparameters only, and must not keep the caller's objects.
-        model, optimizer = copy.copy(model), SGD(**optimizer.hyperparameters)
+    # Copies: the step reads the model's class and the optimizer's
+    # hyperparameters only, and must not keep the caller's objects.
+    model, optimizer = copy.copy(model), SGD(**optimizer.hyperparameters)
 
-        def pure(params: list[Array], velocity: Any, X: Array, y: Array, rows: Array) -> Any:
-            Xb, yb = jnp.take(X, rows, axis=0), jnp.take(y, rows, axis=0)
-            loss, grads = _gradients(model, params, Xb, yb)
-            new_params, new_velocity = optimizer.update(params, grads, velocity)
-            return loss, new_params, new_velocity
+    def pure(params: list[Array], velocity: Any, X: Array, y: Array, rows: Array) -> Any:
+        Xb, yb = jnp.take(X, rows, axis=0), jnp.take(y, rows, axis=0)
+        loss, grads = _gradients(model, params, Xb, yb)
+        new_params, new_velocity = optimizer.update(params, grads, velocity)
+        return loss, new_params, new_velocity
+
+    return pure
+
+
+def _jax_compiled(model: SoftmaxRegression, optimizer: SGD, kind: str) -> Any:
+    """The jitted step (``kind="step"``) or run of steps (``"run"``, a ``lax.scan``)."""
+    import jax
+
+    key = (kind, type(model), tuple(sorted(optimizer.hyperparameters.items())))
+    if key not in _JAX_STEPS:
+        step = _jax_pure_step(model, optimizer)
+
+        def run(params: list[Array], velocity: Any, X: Array, y: Array, rows: Array) -> Any:
+            def body(carry: Any, r: Array) -> Any:
+                loss, new_params, new_velocity = step(*carry, X, y, r)
+                return (new_params, new_velocity), loss
+
+            (params, velocity), losses = jax.lax.scan(body, (params, velocity), rows)
+            return losses, params, velocity
 
         # No donated buffers: the committed parameters are also the model's
         # (and the checkpoint's, on an interrupt), and JAX's CPU backend
         # ignores donation anyway.
-        _JAX_STEPS[key] = jax.jit(pure)
-    compiled = _JAX_STEPS[key]
+        _JAX_STEPS[key] = jax.jit(step if kind == "step" else run)
+    return _JAX_STEPS[key]
+
+
+def _jax_step(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> StepFunction:
+    compiled = _jax_compiled(model, optimizer, "step")
 
     def step(params: list[Array], velocity: Any, rows: np.ndarray) -> Any:
         # The batch's row numbers go in as a NumPy array: jit moves it with
@@ -91,3 +112,21 @@ def _jax_step(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> StepF
         return compiled(params, velocity, data.X, data.y, rows)
 
     return step
+
+
+def make_run(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> RunFunction | None:
+    """``run(params, velocity, rows) -> (losses, params, velocity)`` for steps in a row, or None.
+
+    ``rows`` holds one batch's row numbers per step, ``(steps, batch_size)``;
+    the steps are those of :func:`make_step`, one after the other.  On JAX
+    they are one compiled ``lax.scan``, which saves a dispatch per step;
+    elsewhere there is no such function.
+    """
+    if not is_jax_namespace(data.xp):
+        return None
+    compiled = _jax_compiled(model, optimizer, "run")
+
+    def run(params: list[Array], velocity: Any, rows: np.ndarray) -> Any:
+        return compiled(params, velocity, data.X, data.y, rows)
+
+    return run

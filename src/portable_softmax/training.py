@@ -34,7 +34,7 @@ import numpy as np
 import portable_softmax.streaming as streaming
 from portable_softmax._batches import Batches as _Batches
 from portable_softmax._compat import Array, is_dask_namespace, to_numpy, xp_device, xp_inputs
-from portable_softmax._steps import StepFunction, make_step
+from portable_softmax._steps import RunFunction, StepFunction, make_run, make_step
 from portable_softmax.checkpoint import (
     check_output_path,
     dtype_name,
@@ -58,6 +58,8 @@ __all__ = [
 # Losses stay on the device and are copied to the host in blocks of this many
 # steps: a float() per step would wait for the GPU at every step.
 _SYNC_EVERY = 100
+# The lengths of the runs of steps compiled as one computation (JAX).
+_RUN_LENGTHS = (100, 10, 1)
 # Rows of X that go into a checkpoint's fingerprint of the training data.
 _FINGERPRINT_ROWS = 256
 
@@ -278,8 +280,9 @@ def train(
     log = _LossLog(xp, history, _progress_bar(progress, steps, history.steps))
     stepper = make_step(model, optimizer, data)
     loop = _Run(
-        model, optimizer, data, history, log, saver, evaluation, list(callbacks), state, stepper
-    )
+        model, optimizer, data, history, log, saver, evaluation, list(callbacks), state, stepper,
+        make_run(model, optimizer, data) if not callbacks else None,
+    )  # fmt: skip
     return loop.until(steps)
 
 
@@ -610,6 +613,8 @@ class _Run:
     callbacks: list[Callable[[Step], Any]]
     state: _State
     stepper: StepFunction
+    # Steps in a row as one call (JAX), where no callback looks at each step.
+    runner: RunFunction | None = None
 
     def until(self, last: int) -> History:
         """Run to step ``last``; save on the way out, on an interrupt the last whole step."""
@@ -617,10 +622,15 @@ class _Run:
         try:
             # Divergence is reported by TrainingDiverged, not by NumPy's warnings.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                for step in range(self.state.step + 1, last + 1):
-                    if self.step(step, last):
+                step = self.state.step + 1
+                while step <= last:
+                    end = self.run_end(step, last)
+                    if end > step:
+                        self.run(step, end, last)
+                    elif self.step(step, last):
                         self.history.stopped_early = True
                         break
+                    step = end + 1
                 self.save(last=True)
         except KeyboardInterrupt:
             self.settle(last)
@@ -646,6 +656,45 @@ class _Run:
         if self.saver is not None and self.saver.due(step):
             self.save()
         return False
+
+    def run_end(self, step: int, last: int) -> int:
+        """The last step of the run of steps that starts at ``step`` (``step``: one alone).
+
+        A run ends where an evaluation or a checkpoint is due, so that
+        those see the state of their step, and has one of ``_RUN_LENGTHS``
+        steps; it needs a fixed velocity structure (momentum's velocity
+        appears after the first step).
+        """
+        if self.runner is None or (self.optimizer.momentum and self.state.velocity is None):
+            return step
+        end = min(last, step + _RUN_LENGTHS[0] - 1)
+        for s in range(step, end):
+            if (self.evaluation is not None and self.evaluation.due(s, last)) or (
+                self.saver is not None and self.saver.due(s)
+            ):
+                end = s
+                break
+        # Runs of a few lengths only: each length is one compilation.
+        return step + next(n for n in _RUN_LENGTHS if n <= end - step + 1) - 1
+
+    def run(self, first: int, end: int, last: int) -> None:
+        """Steps ``first..end`` as one call, committed together, then what follows ``end``."""
+        sampler, rows = self.state.sampler, []
+        for _ in range(first, end + 1):
+            r, sampler = sampler.draw()
+            rows.append(r)
+        losses, params, velocity = self.runner(
+            self.state.params, self.state.velocity, np.stack(rows)
+        )
+        # One copy from the device for the run, not one per step.
+        for step, loss in zip(range(first, end + 1), to_numpy(losses), strict=True):
+            self.log.add(step, loss)
+        self.state = _State(end, self.data.keep(params), velocity, sampler)  # the commit
+        self.publish()
+        if self.evaluation is not None and self.evaluation.due(end, last):
+            self.evaluation.record(self.model, self.history, end)
+        if self.saver is not None and self.saver.due(end):
+            self.save()
 
     def publish(self) -> None:
         """Show the committed state in the model and the optimizer."""
