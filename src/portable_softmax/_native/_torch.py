@@ -176,24 +176,33 @@ def log_softmax(x: Any, dim: int) -> Any | None:
     import torch
 
     out = call(torch.log_softmax, x, dim, check=False)
-    # One number tells whether any row needs a second look (a small call
-    # costs what its torch calls cost).
+    if x.numel() <= _DENSE_REPAIR or x.ndim == 1:
+        return _repair_all_rows(x, out, dim)
+    top = out.amax(dim, keepdim=True)
+    redo = ~(top < DOMINANT_LOG_PROB)  # a dominant entry, or a NaN row
+    if not bool(redo.any()):
+        return out
+    if bool(torch.isnan(top).any()):
+        # An infinite maximum or a NaN input: the generic path defines those rows.
+        return None
+    rows = redo.squeeze(dim)
+    fixed = _log1p_rows(x.movedim(dim, -1)[rows]).to(out.dtype)
+    return _put(out, lambda o: o.movedim(dim, -1).index_put_((rows,), fixed), x)
+
+
+def _repair_all_rows(x: Any, out: Any, dim: int) -> Any | None:
+    """``out`` with every dominant entry recomputed: few elements, few torch calls, no indexing."""
+    import torch
+
+    # One number tells whether any row needs a second look.
     highest = _number(out.amax()) if out.numel() else -math.inf
     if highest < DOMINANT_LOG_PROB:
         return out
     if math.isnan(highest):
-        # An infinite maximum or a NaN input: the generic path defines those rows.
-        return None
+        return None  # as in log_softmax
     top, at = torch.max(out, dim, keepdim=True)
-    redo = top >= DOMINANT_LOG_PROB
-    if x.numel() <= _DENSE_REPAIR or x.ndim == 1:
-        # Few elements: the cost is the number of torch calls, so every row
-        # is repaired at once, with no indexing.
-        fixed = torch.where(redo, _dominant_log_prob(x, at, dim), top).to(out.dtype)
-        return _put(out, lambda o: o.scatter_(dim, at, fixed), x)
-    rows = redo.squeeze(dim)
-    fixed = _log1p_rows(x.movedim(dim, -1)[rows]).to(out.dtype)
-    return _put(out, lambda o: o.movedim(dim, -1).index_put_((rows,), fixed), x)
+    fixed = torch.where(top >= DOMINANT_LOG_PROB, _dominant_log_prob(x, at, dim), top)
+    return _put(out, lambda o: o.scatter_(dim, at, fixed.to(o.dtype)), x)
 
 
 def _number(t: Any) -> float:
