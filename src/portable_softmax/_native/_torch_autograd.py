@@ -72,21 +72,27 @@ def _probabilities(x: Any, m: Any, log_z: Any) -> Any:
     return torch.exp(torch.where(x == math.inf, 0.0, x - m0) - log_z)
 
 
-class _LogSoftmax(torch.autograd.Function):
-    generate_vmap_rule = True
+class _FromRowStats(torch.autograd.Function):
+    """A Function of ``x`` whose forward returns ``(result, m, log_z)`` (see ``_row_stats``).
 
-    @staticmethod
-    def forward(x: Any, dims: tuple[int, ...]) -> tuple[Any, Any, Any]:
-        shifted, m, log_z = _row_stats(x, dims)
-        return shifted - log_z, m, log_z
+    The backward keeps the input and two numbers a row, not the output: a
+    loss that gathers from a log_softmax (cross-entropy) then never writes it.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, Any, Any]) -> None:
         ctx.dims = inputs[1]
         ctx.mark_non_differentiable(*output[1:])
-        # The input and two numbers a row, not the output: a loss that
-        # gathers from the output (cross-entropy) then never writes it.
         ctx.save_for_backward(inputs[0], *output[1:])
+
+
+class _LogSoftmax(_FromRowStats):
+    @staticmethod
+    def forward(x: Any, dims: tuple[int, ...]) -> tuple[Any, Any, Any]:
+        shifted, m, log_z = _row_stats(x, dims)
+        return shifted - log_z, m, log_z
 
     @staticmethod
     def backward(ctx: Any, g: Any, *_: Any) -> tuple[Any, None]:
@@ -101,19 +107,11 @@ class _LogSoftmax(torch.autograd.Function):
         return torch.where(tied, mean, g) - s * g.sum(dims, keepdim=True), None
 
 
-class _LogSumExp(torch.autograd.Function):
-    generate_vmap_rule = True
-
+class _LogSumExp(_FromRowStats):
     @staticmethod
     def forward(x: Any, dims: tuple[int, ...]) -> tuple[Any, Any, Any]:
         _, m, log_z = _row_stats(x, dims)
         return m + log_z, m, log_z
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, Any, Any]) -> None:
-        ctx.dims = inputs[1]
-        ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(inputs[0], *output[1:])
 
     @staticmethod
     def backward(ctx: Any, g: Any, *_: Any) -> tuple[Any, None]:
