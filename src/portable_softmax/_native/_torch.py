@@ -126,7 +126,7 @@ def cross_entropy(p: IndexTargets) -> Any | None:
         label_smoothing=p.smoothing,
     )  # fmt: skip
     # A mean over nothing is NaN there (inf with smoothing): ours is 0.
-    finite = math.isfinite(loss) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
+    finite = math.isfinite(_number(loss)) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
     return loss if finite else None
 
 
