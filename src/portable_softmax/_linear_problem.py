@@ -23,7 +23,11 @@ from portable_softmax._compat import (
     xp_check_floating,
     xp_inputs,
 )
-from portable_softmax._problem import check_reduction_and_smoothing, class_indices
+from portable_softmax._problem import (
+    check_ignore_index,
+    check_reduction_and_smoothing,
+    class_indices,
+)
 
 __all__ = ["TILE_ELEMENTS", "Blocks", "LinearProblem", "block_shapes", "linear_problem"]
 
@@ -333,9 +337,7 @@ def _index_fields(
     y: Array, n_classes: int, ignore_index: int | None, xp: ModuleType
 ) -> dict[str, Any]:
     """``indices``, ``counted``, ``invalid`` and ``checked`` (raised for a bad index already)."""
-    if isinstance(ignore_index, bool):
-        msg = f"ignore_index must be an integer or None, got {ignore_index!r}"
-        raise TypeError(msg)
+    check_ignore_index(ignore_index)
     indices, counted, invalid = class_indices(y, n_classes, ignore_index, xp)
     return {
         "indices": indices,

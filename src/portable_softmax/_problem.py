@@ -32,6 +32,8 @@ __all__ = [
     "CrossEntropyProblem",
     "IndexTargets",
     "ProbabilityTargets",
+    "check_ignore_index",
+    "check_reduction_and_smoothing",
     "class_indices",
     "cross_entropy_problem",
 ]
@@ -137,11 +139,7 @@ def cross_entropy_problem(
     ax = xp_normalize_axis(axis, logits.ndim)
     _check_known_shapes(logits=logits, target=target)
     smoothing = check_reduction_and_smoothing(reduction, label_smoothing)
-    if isinstance(ignore_index, bool) or not (
-        ignore_index is None or isinstance(ignore_index, int | np.integer)
-    ):
-        msg = f"ignore_index must be an integer, got {ignore_index!r}"
-        raise TypeError(msg)
+    check_ignore_index(ignore_index)
     x = xp_as_compute(logits, xp)
     if where is not None:
         where = xp_check_where(where, x.shape, xp)
@@ -201,6 +199,15 @@ def check_reduction_and_smoothing(reduction: str, label_smoothing: float) -> flo
         msg = f"label_smoothing must lie in [0, 1], got {label_smoothing!r}"
         raise ValueError(msg)
     return smoothing
+
+
+def check_ignore_index(ignore_index: Any) -> None:
+    """``TypeError`` unless ``ignore_index`` is None or an integer (``bool`` is not one)."""
+    if isinstance(ignore_index, bool) or not (
+        ignore_index is None or isinstance(ignore_index, int | np.integer)
+    ):
+        msg = f"ignore_index must be an integer, got {ignore_index!r}"
+        raise TypeError(msg)
 
 
 def _class_weights(weight: Array | None, x: Array, axis: int, xp: ModuleType) -> Array | None:

@@ -87,31 +87,41 @@ def _jax_compiled(model: SoftmaxRegression, optimizer: SGD, kind: str) -> Any:
     key = (kind, type(model), tuple(sorted(optimizer.hyperparameters.items())))
     if key not in _JAX_STEPS:
         step = _jax_pure_step(model, optimizer)
-
-        def run(params: list[Array], velocity: Any, X: Array, y: Array, rows: Array) -> Any:
-            def body(carry: Any, r: Array) -> Any:
-                loss, new_params, new_velocity = step(*carry, X, y, r)
-                return (new_params, new_velocity), loss
-
-            (params, velocity), losses = jax.lax.scan(body, (params, velocity), rows)
-            return losses, params, velocity
-
         # No donated buffers: the committed parameters are also the model's
         # (and the checkpoint's, on an interrupt), and JAX's CPU backend
         # ignores donation anyway.
-        _JAX_STEPS[key] = jax.jit(step if kind == "step" else run)
+        _JAX_STEPS[key] = jax.jit(step if kind == "step" else _scanned(step))
     return _JAX_STEPS[key]
 
 
-def _jax_step(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> StepFunction:
-    compiled = _jax_compiled(model, optimizer, "step")
+def _scanned(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` over the rows of ``rows`` (one batch per step), as one ``lax.scan``."""
+    import jax
 
-    def step(params: list[Array], velocity: Any, rows: np.ndarray) -> Any:
-        # The batch's row numbers go in as a NumPy array: jit moves it with
+    def run(params: list[Array], velocity: Any, X: Array, y: Array, rows: Array) -> Any:
+        def body(carry: Any, r: Array) -> Any:
+            loss, new_params, new_velocity = step(*carry, X, y, r)
+            return (new_params, new_velocity), loss
+
+        (params, velocity), losses = jax.lax.scan(body, (params, velocity), rows)
+        return losses, params, velocity
+
+    return run
+
+
+def _on_data(compiled: Any, data: _Batches) -> StepFunction:
+    """``compiled`` with the training arrays put in."""
+
+    def call(params: list[Array], velocity: Any, rows: np.ndarray) -> Any:
+        # The batches' row numbers go in as a NumPy array: jit moves it with
         # the call, cheaper than a jnp.asarray of its own.
         return compiled(params, velocity, data.X, data.y, rows)
 
-    return step
+    return call
+
+
+def _jax_step(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> StepFunction:
+    return _on_data(_jax_compiled(model, optimizer, "step"), data)
 
 
 def make_run(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> RunFunction | None:
@@ -124,9 +134,4 @@ def make_run(model: SoftmaxRegression, optimizer: SGD, data: _Batches) -> RunFun
     """
     if not is_jax_namespace(data.xp):
         return None
-    compiled = _jax_compiled(model, optimizer, "run")
-
-    def run(params: list[Array], velocity: Any, rows: np.ndarray) -> Any:
-        return compiled(params, velocity, data.X, data.y, rows)
-
-    return run
+    return _on_data(_jax_compiled(model, optimizer, "run"), data)

@@ -647,10 +647,7 @@ class _Run:
         rows, sampler = self.state.sampler.draw()
         loss, params, velocity = self.stepper(self.state.params, self.state.velocity, rows)
         self.log.add(step, loss)
-        self.state = _State(step, self.data.keep(params), velocity, sampler)  # the commit
-        self.publish()
-        if self.evaluation is not None and self.evaluation.due(step, last):
-            self.evaluation.record(self.model, self.history, step)
+        self.commit(_State(step, params, velocity, sampler), last)
         if self.notify(step, loss) and step < last:
             return True
         if self.saver is not None and self.saver.due(step):
@@ -689,12 +686,16 @@ class _Run:
         # One copy from the device for the run, not one per step.
         for step, loss in zip(range(first, end + 1), to_numpy(losses), strict=True):
             self.log.add(step, loss)
-        self.state = _State(end, self.data.keep(params), velocity, sampler)  # the commit
-        self.publish()
-        if self.evaluation is not None and self.evaluation.due(end, last):
-            self.evaluation.record(self.model, self.history, end)
+        self.commit(_State(end, params, velocity, sampler), last)
         if self.saver is not None and self.saver.due(end):
             self.save()
+
+    def commit(self, state: _State, last: int) -> None:
+        """Make ``state`` the run's (one assignment), show it, and evaluate where due."""
+        self.state = state._replace(params=self.data.keep(state.params))  # the commit
+        self.publish()
+        if self.evaluation is not None and self.evaluation.due(state.step, last):
+            self.evaluation.record(self.model, self.history, state.step)
 
     def publish(self) -> None:
         """Show the committed state in the model and the optimizer."""

@@ -201,7 +201,9 @@ def _repair_all_rows(x: Any, out: Any, dim: int) -> Any | None:
     if math.isnan(highest):
         return None  # as in log_softmax
     top, at = torch.max(out, dim, keepdim=True)
-    fixed = torch.where(top >= DOMINANT_LOG_PROB, _dominant_log_prob(x, at, dim), top)
+    # The maximum's log-probability in the log1p form is -log_z.
+    _, _, log_z = _shift_and_log_z(x, dim)
+    fixed = torch.where(top >= DOMINANT_LOG_PROB, -log_z, top)
     return _put(out, lambda o: o.scatter_(dim, at, fixed.to(o.dtype)), x)
 
 
@@ -224,18 +226,6 @@ def _put(out: Any, write: Any, x: Any) -> Any:
         out = out.clone()
     write(out)
     return out
-
-
-def _dominant_log_prob(x: Any, at: Any, dim: int) -> Any:
-    """Per row, the log-probability of the entry ``at`` (the maximum) by log1p.
-
-    ``-log1p(sum of the other entries' exp(x - max))``, from the inputs:
-    accurate to a few ulp where that entry dominates its row.
-    """
-    import torch
-
-    m = x.gather(dim, at)
-    return -torch.log1p(torch.exp(x - m).scatter(dim, at, 0.0).sum(dim, keepdim=True))
 
 
 def _log1p_rows(x: Any) -> Any:
