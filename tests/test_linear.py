@@ -431,8 +431,9 @@ def test_other_type_errors(xp):
         ps.linear_cross_entropy(xp.astype(x, xp.int64), w, t)
     with pytest.raises(TypeError, match="linear_weight"):
         ps.linear_cross_entropy(x, xp.astype(w, xp.int64), t)
-    with pytest.raises(TypeError, match="ignore_index"):
-        ps.linear_cross_entropy(x, w, t, ignore_index=True)
+    for bad in (True, 1.5, "1"):
+        with pytest.raises(TypeError, match="ignore_index must be an integer"):
+            ps.linear_cross_entropy(x, w, t, ignore_index=bad)
     with pytest.raises(TypeError, match="target"):
         ps.linear_cross_entropy(x, w, t > 0)
 
