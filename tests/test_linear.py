@@ -503,27 +503,49 @@ def test_torch_backward_matches_the_reference(native, reduction):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-11, atol=1e-13)
 
 
-def test_torch_autograd_saves_only_the_inputs_and_one_value_per_sample():
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_torch_autograd_saves_the_gradients_or_one_value_per_sample(reduction):
+    """A reduced loss keeps its gradients (computed in the forward pass); ``"none"``
+    keeps the inputs and one value per sample: never a block of logits."""
     n, h, v = 64, 8, 500
     x = torch.randn(n, h, dtype=torch.float64, requires_grad=True)
     w = torch.randn(v, h, dtype=torch.float64, requires_grad=True)
     t = torch.randint(0, v, (n,))
+    cot = torch.rand(n, dtype=torch.float64) if reduction == "none" else torch.tensor(0.7)
     saved: list[torch.Tensor] = []
 
     def pack(a: torch.Tensor) -> torch.Tensor:
         saved.append(a)
         return a
 
+    kwargs = {"chunk_size": 16, "label_smoothing": 0.1}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda a: a):
-        loss = ps.linear_cross_entropy(x, w, t, chunk_size=16, label_smoothing=0.1)
+        loss = ps.linear_cross_entropy(x, w, t, reduction=reduction, **kwargs)
     new = [a for a in saved if a.data_ptr() not in (x.data_ptr(), w.data_ptr())]
-    assert sum(a.numel() for a in new) <= 4 * n, [tuple(a.shape) for a in new]
+    allowed = 4 * n + (0 if reduction == "none" else x.numel() + w.numel())
+    assert sum(a.numel() for a in new) <= allowed, [tuple(a.shape) for a in new]
+    (loss * cot).sum().backward()
+    xr, wr = x.detach().requires_grad_(), w.detach().requires_grad_()
+    ref = F.cross_entropy(xr @ wr.T, t, reduction=reduction, label_smoothing=0.1)
+    (ref * cot).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(w.grad, wr.grad)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_torch_second_backward_of_a_retained_graph_gives_the_same_gradients(reduction):
+    x = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(300, 6, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 300, (40,))
+    loss = ps.linear_cross_entropy(x, w, t, reduction=reduction, chunk_size=64).sum()
+    loss.backward(retain_graph=True)
+    first = (x.grad.clone(), w.grad.clone())
     loss.backward()
-    expected = ps.linear_cross_entropy_grad(
-        x.detach(), w.detach(), t, chunk_size=16, label_smoothing=0.1
-    )
-    torch.testing.assert_close(x.grad, expected[0])
-    torch.testing.assert_close(w.grad, expected[1])
+    xr, wr = x.detach().requires_grad_(), w.detach().requires_grad_()
+    F.cross_entropy(xr @ wr.T, t, reduction=reduction).sum().backward()
+    for got, once, want in zip((x.grad, w.grad), first, (xr.grad, wr.grad), strict=True):
+        torch.testing.assert_close(once, want)
+        torch.testing.assert_close(got, 2 * want)
 
 
 def test_torch_empty_batch_is_connected_to_autograd():

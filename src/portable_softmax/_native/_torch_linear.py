@@ -1,11 +1,19 @@
 """PyTorch's linear cross-entropy: in-place blocks, and an ``autograd.Function``.
 
 ``linear_cross_entropy`` under autograd is the Function made by
-:func:`function`: its forward keeps the inputs and one ``logsumexp`` per
-sample, and its backward computes the blocks again (so a forward without a
-backward, as in an evaluation loop, costs no gradient and no memory for
-one).  Under ``torch.compile`` and ``torch.func`` (tensors whose values
-cannot be read, ``xp_traced``) the same Function runs the generic code,
+:func:`function`.  For the reduced losses (``"mean"``, ``"sum"``: the
+cotangent is one number) its forward computes the gradients at once, in
+the one pass where that applies (three matrix products of the logits' size,
+where computing the blocks again in the backward pass makes four), and its
+backward scales them, as Liger Kernel and torch's chunked
+``F.linear_cross_entropy`` do; a forward under autograd without a backward
+then pays for the gradients too (an evaluation loop runs under
+``torch.no_grad()``, which takes the loss alone).  For ``"none"`` the
+forward keeps the inputs and one ``logsumexp`` per sample, and the backward
+computes the blocks again with the per-sample cotangents.
+
+Under ``torch.compile`` and ``torch.func`` (tensors whose values cannot be
+read, ``xp_traced``) the same Function runs the generic code,
 which Dynamo traces (writes into views of a reused buffer are what it
 handles least well) and Inductor fuses, and ``vmap`` batches.
 """
@@ -117,33 +125,64 @@ def _autograd_function() -> Any:
     import torch
 
     class LinearCrossEntropyFunction(torch.autograd.Function):
-        """Forward: the reduced loss and each sample's logsumexp; backward: the blocks again.
+        """Forward: the reduced loss with its gradients (or each sample's logsumexp for
+        ``"none"``); backward: the gradients scaled (or the blocks again).
 
-        Saves the inputs and the ``(N,)`` logsumexp, never a block of logits.  The
-        problem's arrays are arguments (hidden in an object they would escape
-        ``torch.func``'s transforms), its other fields the skeleton.
+        Saves the gradients, or the inputs and the ``(N,)`` logsumexp, never a
+        block of logits.  The problem's arrays are arguments (hidden in an
+        object they would escape ``torch.func``'s transforms), its other fields
+        the skeleton.
         """
 
         generate_vmap_rule = True
 
         @staticmethod
-        def forward(skeleton: LinearProblem, *arrays: Any) -> tuple[Any, Any]:
+        def forward(skeleton: LinearProblem, *arrays: Any) -> tuple[Any, ...]:
             p = skeleton.with_arrays(*arrays)
-            losses, lse, _ = _forward(p, grad=False)
-            return generic.reduce(p, losses), lse
+            if p.reduction == "none":
+                losses, lse, _ = _forward(p, grad=False)
+                return generic.reduce(p, losses), lse, None, None, None
+            losses, lse, grads = _forward(p, grad=True)
+            return generic.reduce(p, losses), lse, *grads
 
         @staticmethod
-        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, Any]) -> None:
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
             ctx.skeleton = inputs[0]
-            ctx.save_for_backward(*inputs[1:], output[1])
-            ctx.mark_non_differentiable(output[1])
+            _, lse, *grads = output
+            ctx.mark_non_differentiable(*(a for a in output[1:] if a is not None))
+            # Their cotangents stay None (not zeros of the gradients' size).
+            ctx.set_materialize_grads(False)
+            # Eager, the first backward scales the forward's gradients in place and
+            # lets them go; a second one (``retain_graph=True``) computes the blocks
+            # again.  Traced code saves them as the transforms require.
+            ctx.grads, saved = None, ()
+            if grads[0] is not None:
+                if xp_traced(grads[0]):
+                    saved = tuple(grads)
+                else:
+                    ctx.grads = grads
+            ctx.save_for_backward(*inputs[1:], lse, *saved)
 
         @staticmethod
-        def backward(ctx: Any, g_loss: Any, g_lse: Any) -> tuple[Any, ...]:
-            *arrays, lse = ctx.saved_tensors
+        def backward(ctx: Any, g_loss: Any, *_: Any) -> tuple[Any, ...]:
+            n = len(LinearProblem.ARRAYS)
+            arrays, lse, saved = (
+                ctx.saved_tensors[:n],
+                ctx.saved_tensors[n],
+                ctx.saved_tensors[n + 1 :],
+            )
             p = ctx.skeleton.with_arrays(*arrays)
-            f = generic.multiplier(p, g_loss.to(p.compute_dtype))
-            d_x, d_w, d_b = p.finish_grads(*_backward(p, lse, f))
+            g = g_loss.to(p.compute_dtype)
+            if saved:
+                grads = [None if a is None else a * g for a in saved]
+            elif ctx.grads is not None:
+                grads, ctx.grads = ctx.grads, None
+                for a in grads:
+                    if a is not None:
+                        a.mul_(g)
+            else:
+                grads = _backward(p, lse, generic.multiplier(p, g))
+            d_x, d_w, d_b = p.finish_grads(*grads)
             # No gradient for the skeleton, the targets, the masks and the class weights.
             return None, d_x.reshape(p.x.shape), d_w, d_b, None, None, None, None
 
@@ -167,7 +206,7 @@ def linear_cross_entropy(p: LinearProblem, *, grad: bool) -> LinearLossAndGrads 
     layer = (p.x, p.linear_weight, p.linear_bias)
     tracked = torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in layer)
     if tracked and not grad:
-        loss, _ = function().apply(p.skeleton(), *p.arrays())
+        loss, *_ = function().apply(p.skeleton(), *p.arrays())
         return loss, None
     with torch.no_grad():
         losses, _, grads = _forward(p, grad=grad)
