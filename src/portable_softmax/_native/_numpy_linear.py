@@ -97,24 +97,31 @@ class NumpyKernel(InPlaceKernel):
         if c0 == 0:
             np.matmul(g, w, out=dx)
         else:
-            dx += g @ w
+            _add_product(dx, g, w)
         if r0 == 0:
             np.matmul(g.T, x_r, out=dw)
         else:
-            # NumPy's matmul cannot add into its output: add a few classes at a
-            # time through a small scratch block (a fresh (V, H) product per
-            # block of samples costs more than the product itself).
-            step = max(1, _SCRATCH_ELEMENTS // max(1, x_r.shape[1]))
-            scratch = np.empty((min(step, c1 - c0), x_r.shape[1]), dtype=dw.dtype)
-            for k in range(0, c1 - c0, step):
-                part = scratch[: min(step, c1 - c0 - k)]
-                np.matmul(g[:, k : k + step].T, x_r, out=part)
-                dw[k : k + step] += part
+            _add_product(dw, g.T, x_r)
         if db is not None:
             if r0 == 0:
                 np.sum(g, axis=0, out=db[c0:c1])
             else:
                 db[c0:c1] += g.sum(axis=0)
+
+
+def _add_product(out: Any, a: Any, b: Any) -> None:
+    """``out += a @ b`` through a small scratch block, a few rows of ``a`` at a time.
+
+    NumPy's ``matmul`` cannot add into its output, and a temporary of
+    ``out``'s size costs its memory (and, for ``d_W``, more time than the
+    product itself).
+    """
+    step = max(1, _SCRATCH_ELEMENTS // max(1, b.shape[1]))
+    scratch = np.empty((min(step, a.shape[0]), b.shape[1]), dtype=out.dtype)
+    for k in range(0, a.shape[0], step):
+        part = scratch[: min(step, a.shape[0] - k)]
+        np.matmul(a[k : k + step], b, out=part)
+        out[k : k + step] += part
 
 
 def _stats_rows(z: Any, e: Any, local: Any, w: Any, smoothing: bool) -> tuple[Any, ...]:
