@@ -124,6 +124,34 @@ def test_dominant_entry_keeps_relative_accuracy():
         assert lp[0, 0] < 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_on_either_side_of_the_direct_exponential_match_mpmath(dtype):
+    """Blocks take exp(x) * exp(-max) where the row maximum lies in [0, 60] and
+    exp(x - max) elsewhere: both give the exact values to rounding."""
+    mpmath = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(8)
+    tops = [0.0, 0.5, 3.0, 59.9, 60.0, 60.5, 200.0, -0.25, -70.0]
+    x = rng.normal(size=(len(tops), 40)) * 3
+    x += (np.array(tops) - x.max(axis=1))[:, None]  # each row's maximum is its top
+    x[4] = -80.0  # a dominant entry: the loss of class 0 is about 39 e^-140
+    x[4, 0] = 60.0
+    x = x.astype(dtype)
+    y = np.array([0, 5, 9, 3, 0, 1, 2, 3, 4])
+    with mpmath.workdps(40):
+        lse = np.array([float(mpmath.log(sum(mpmath.exp(mpmath.mpf(float(v))) for v in row)))
+                        for row in x])  # fmt: skip
+        loss_4 = float(mpmath.log1p(39 * mpmath.exp(mpmath.mpf(-140))))
+    want = lse - x[np.arange(len(y)), y]
+    rtol = 2e-6 if dtype == np.float32 else 1e-13
+    for chunks in [(3, 40), (9, 7)]:
+        dx, dy = chunked(x, chunks), chunked(y, chunks[0])
+        np.testing.assert_allclose(ps.logsumexp(dx).compute(), lse, rtol=rtol)
+        got = ps.cross_entropy(dx, dy, reduction="none").compute()
+        np.testing.assert_allclose(np.delete(got, 4), np.delete(want, 4), rtol=rtol, atol=1e-6)
+        if dtype == np.float64:
+            np.testing.assert_allclose(got[4], loss_4, rtol=1e-12)
+
+
 def test_unknown_row_chunks_work_for_the_normalisers():
     x = chunked(np.random.default_rng(3).random((10, 4)), 5)
     kept = x[x[:, 0] > 0.5]

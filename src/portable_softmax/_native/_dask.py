@@ -30,6 +30,7 @@ caller asks): their samples get a NaN loss and gradient.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -95,12 +96,29 @@ def _shifted(x: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 # Rows of a block are reduced a tile at a time, in one reused buffer that
-# stays in cache: a fresh block-sized temporary per operation costs more than
-# the exp (page faults, memory traffic).
-_TILE_BYTES = 1 << 18
+# stays in the core's cache: a fresh block-sized temporary per operation
+# costs more than the exp (page faults, memory traffic), and smaller tiles
+# more Python calls per block (1 MiB measured fastest, 256 KiB 1.3x slower).
+_TILE_BYTES = 1 << 20
 
-# Per-tile fields beyond (m, r), from the tile's rows and its ``x - m0``.
-Extra = Callable[[slice, np.ndarray], Stats]
+# Rows (float32 or float64) whose maximum lies in [0, _DIRECT] take
+# exp(x) * exp(-m) for exp(x - m): no entry can overflow, and one that
+# underflows would underflow as exp(x - m) too.
+_DIRECT = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Extra:
+    """Per-tile fields beyond ``(m, r)``.
+
+    ``of(part, tile, m0, b)`` gives the fields of the block's rows ``part``:
+    ``b`` is the tile's ``x - m0``, or None where the tile takes the direct
+    exponential; it is always given when ``dense`` (the fields need every
+    shifted entry, not a few).
+    """
+
+    of: Callable[[slice, np.ndarray, np.ndarray, np.ndarray | None], Stats]
+    dense: bool
 
 
 def _as_rows(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -138,12 +156,22 @@ def _tile_stats(tile: np.ndarray, b: np.ndarray, part: slice, extra: Extra | Non
     """
     top = np.argmax(tile, axis=1)[:, None]  # NaN counts as the maximum: it propagates
     m = np.take_along_axis(tile, top, axis=1)
-    np.subtract(tile, np.where(m == -math.inf, 0.0, m), out=b)
+    fields = {"m": m}
+    direct = tile.dtype.itemsize >= 4 and (extra is None or not extra.dense)
+    if direct and np.all((m >= 0) & (m <= _DIRECT)):
+        # One pass fewer than shifting first.
+        if extra is not None:
+            fields.update(extra.of(part, tile, m, None))
+        np.exp(tile, out=b)
+        np.put_along_axis(b, top, 0.0, axis=1)
+        fields["r"] = np.sum(b, axis=1, keepdims=True) * np.exp(-m)
+        return fields
+    m0 = np.where(m == -math.inf, 0.0, m)
+    np.subtract(tile, m0, out=b)
     if np.any(m == math.inf):  # the +inf entries share the mass; the others get -inf
         np.copyto(b, 0.0, where=tile == math.inf)
-    fields = {"m": m}
     if extra is not None:
-        fields.update(extra(part, b))
+        fields.update(extra.of(part, tile, m0, b))
     np.exp(b, out=b)
     np.put_along_axis(b, top, 0.0, axis=1)
     rest = np.sum(b, axis=1, keepdims=True)
@@ -203,15 +231,17 @@ def _index_block(
     w_y = inside.astype(x.dtype) if weight is None else np.where(inside, weight[local], 0.0)
     live_rows = None if live is None else _as_rows(live, (axis,))
 
-    def extra(part: slice, b: np.ndarray) -> Stats:
-        picked = b[np.arange(b.shape[0]), local[part]]
-        wy = w_y[part].astype(b.dtype, copy=False)
+    def of(part: slice, tile: np.ndarray, m0: np.ndarray, b: np.ndarray | None) -> Stats:
+        rows, cols = np.arange(tile.shape[0]), local[part]
+        # The same rounding as b's entry: x - m0 (m0 finite where b is None).
+        picked = tile[rows, cols] - m0[:, 0] if b is None else b[rows, cols]
+        wy = w_y[part].astype(tile.dtype, copy=False)
         fields = {"t": np.where(wy == 0, 0.0, wy * picked)[:, None], "a": wy[:, None]}
         if smooth:
             fields.update(_smoothing(b, weight, None if live is None else live_rows[part]))
         return fields
 
-    return _row_stats(x, (axis,), extra)
+    return _row_stats(x, (axis,), Extra(of, dense=smooth))
 
 
 @xp_quiet
@@ -229,7 +259,7 @@ def _probs_block(
     p_rows = _as_rows(probs, (axis,))
     live_rows = None if live is None else _as_rows(live, (axis,))
 
-    def extra(part: slice, b: np.ndarray) -> Stats:
+    def of(part: slice, tile: np.ndarray, m0: np.ndarray, b: np.ndarray | None) -> Stats:
         fields: Stats = {}
         if target:
             a = p_rows[part] if weight is None else p_rows[part] * weight
@@ -239,7 +269,7 @@ def _probs_block(
             fields.update(_smoothing(b, weight, None if live is None else live_rows[part]))
         return fields
 
-    return _row_stats(x, (axis,), extra)
+    return _row_stats(x, (axis,), Extra(of, dense=True))
 
 
 # --- the exact merge --------------------------------------------------------
