@@ -256,7 +256,10 @@ class _Prefetch:
         scheduler = _block_scheduler()
         for visit, block in blocks:
             try:
-                xb, yb = dask.compute(X.blocks[block], y.blocks[block], scheduler=scheduler)
+                # The chunks' tasks, not the arrays: Dask copies a one-chunk
+                # array's result, a block's worth of time for nothing.
+                chunks = (a.blocks[block].to_delayed().ravel()[0] for a in (X, y))
+                xb, yb = dask.compute(*chunks, scheduler=scheduler)
                 item = (visit, move(xb, True), move(yb, False))
             except BaseException as exc:  # noqa: BLE001 - handed to the step loop
                 item = (visit, exc, None)
@@ -295,7 +298,8 @@ class StreamedData:
     """
 
     def __init__(self, model: Any, X: Any, y: Any, *, ahead: int = AHEAD) -> None:
-        self.X, self.y, self.ahead = X, y, ahead
+        # One chunk per row block: the prefetching thread reads a block as its chunk's task.
+        self.X, self.y, self.ahead = X.rechunk({1: -1}), y, ahead
         self.xp: ModuleType = model.xp
         self.device, self.dtype = model.device, model.dtype
         self.prefetch: _Prefetch | None = None
