@@ -49,7 +49,10 @@ def linear_cross_entropy(
     of samples whose ``(max, sum of exp)`` statistics are merged exactly:
     the memory beyond the inputs (and, for the gradients, the outputs) is
     about ``N * chunk_size`` elements, not ``N * V``.  ``torch.autograd``
-    and ``jax.grad`` differentiate it without storing the logits.
+    and ``jax.grad`` differentiate it without storing the logits: for
+    ``"mean"`` and ``"sum"`` the forward pass under differentiation computes
+    the gradients at once (three matrix products of the logits' size, not
+    four), so evaluate a PyTorch model under ``torch.no_grad()``.
 
     Parameters
     ----------
