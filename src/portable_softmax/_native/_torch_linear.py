@@ -121,6 +121,23 @@ def _backward(p: LinearProblem, lse: Any, f: Any) -> Grads:
     return generic.gradients(p, lse, f) if xp_traced(p.x) else _kernel().backward(p, lse, f)
 
 
+def _saved_gradients(ctx: Any, g_loss: Any) -> tuple[LinearProblem, Grads]:
+    """The backward's problem and gradients: the forward's scaled, or the blocks again."""
+    n = len(LinearProblem.ARRAYS)
+    saved = ctx.saved_tensors
+    p = ctx.skeleton.with_arrays(*saved[:n])
+    g = g_loss.to(p.compute_dtype)
+    if saved[n + 1 :]:  # traced: saved as the transforms require
+        return p, tuple(None if a is None else a * g for a in saved[n + 1 :])
+    if ctx.grads is not None:  # eager: used once, in place
+        grads, ctx.grads = ctx.grads, None
+        for a in grads:
+            if a is not None:
+                a.mul_(g)
+        return p, grads
+    return p, _backward(p, saved[n], generic.multiplier(p, g))
+
+
 def _autograd_function() -> Any:
     import torch
 
@@ -165,23 +182,7 @@ def _autograd_function() -> Any:
 
         @staticmethod
         def backward(ctx: Any, g_loss: Any, *_: Any) -> tuple[Any, ...]:
-            n = len(LinearProblem.ARRAYS)
-            arrays, lse, saved = (
-                ctx.saved_tensors[:n],
-                ctx.saved_tensors[n],
-                ctx.saved_tensors[n + 1 :],
-            )
-            p = ctx.skeleton.with_arrays(*arrays)
-            g = g_loss.to(p.compute_dtype)
-            if saved:
-                grads = [None if a is None else a * g for a in saved]
-            elif ctx.grads is not None:
-                grads, ctx.grads = ctx.grads, None
-                for a in grads:
-                    if a is not None:
-                        a.mul_(g)
-            else:
-                grads = _backward(p, lse, generic.multiplier(p, g))
+            p, grads = _saved_gradients(ctx, g_loss)
             d_x, d_w, d_b = p.finish_grads(*grads)
             # No gradient for the skeleton, the targets, the masks and the class weights.
             return None, d_x.reshape(p.x.shape), d_w, d_b, None, None, None, None
