@@ -18,7 +18,7 @@ __all__ = ["NumpyKernel", "linear_cross_entropy"]
 
 # Fewer rows than this per thread are not worth a thread.
 _MIN_ROWS_PER_THREAD = 64
-# Elements of the scratch block through which d_W is accumulated (1 MiB in float32).
+# Elements of the scratch block through which d_x and d_W are accumulated (1 MiB in float32).
 _SCRATCH_ELEMENTS = 1 << 18
 
 
